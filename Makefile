@@ -1,0 +1,47 @@
+# evault — the two commands of the README are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+RUN_DIR ?= .evault-local
+
+.PHONY: run test test-slow lint typecheck unit bench bench-codec bench-crypto clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Start the local vault (n=5, m=3, k=4) in a git-ignored directory of the checkout.
+run: $(STAMP)
+	$(BIN)/evault up --dir $(RUN_DIR)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+test: lint typecheck unit
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -m slow -s
+
+bench: $(STAMP)
+	$(BIN)/evault bench codec
+	$(BIN)/evault bench crypto
+
+bench-codec: $(STAMP)
+	$(BIN)/evault bench codec
+
+bench-crypto: $(STAMP)
+	$(BIN)/evault bench crypto
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,189 @@
+"""One exception tree for the whole package.
+
+Everything the world can cause (bad input, lying nodes, missing slices, disk full) is an
+``EvaultError`` carrying the facts as attributes; its ``str()`` is one clear sentence a user
+can read.  A programming mistake (a wrong argument type or value) raises the builtin
+``TypeError`` / ``ValueError`` naming the parameter instead.
+
+::
+
+    EvaultError
+    ├── ConfigError                 a setting or a file on disk is unusable
+    ├── CodecError                  dispersal / reconstruction
+    │   ├── NotEnoughSlices         have < need usable slices (with the reason per slice)
+    │   └── SliceCorrupt            a block does not match its fingerprint (names the slice)
+    ├── FingerprintError            fingerprint vectors
+    │   ├── NoFingerprintQuorum     no FV is agreed by t+1 sources
+    │   └── FingerprintMismatch     an FV does not match the H(FV) a receipt signs
+    ├── CryptoError                 threshold signatures, keys
+    │   ├── NotEnoughShares         have < need valid signature shares (names the bad signers)
+    │   ├── InvalidShare            one share fails its proof of correctness
+    │   ├── InvalidSignature        a combined signature / receipt does not verify
+    │   └── KeyFileError            a key file is missing, unreadable, or the passphrase is wrong
+    ├── FormatError                 bytes that do not follow their spec (statements, messages)
+    ├── StorageError                node-side storage (disk full, corrupt index, missing slice)
+    ├── CatalogError                gateway-side database
+    ├── ProtocolError               a peer answered something the protocol forbids
+    └── TransportError              a peer could not be reached / timed out
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class EvaultError(Exception):
+    """Base of every error the world can cause.
+
+    ``code`` is a stable machine-readable identifier (used in JSON error bodies);
+    ``details`` holds the facts (JSON-serialisable) behind the message.
+    """
+
+    code = "evault_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(EvaultError):
+    code = "config_error"
+
+
+class CodecError(EvaultError):
+    code = "codec_error"
+
+
+class NotEnoughSlices(CodecError):
+    """Fewer usable slices than the codec needs.
+
+    ``failed`` maps a slice index (or node name) to the reason it could not be used.
+    """
+
+    code = "not_enough_slices"
+
+    def __init__(self, have: int, need: int, failed: Mapping[int | str, str] | None = None) -> None:
+        self.have = have
+        self.need = need
+        self.failed: dict[int | str, str] = dict(failed or {})
+        reasons = "; ".join(f"{k}: {v}" for k, v in sorted(self.failed.items(), key=str))
+        message = f"need {need} good slices to rebuild, have {have}"
+        if reasons:
+            message += f" (failed: {reasons})"
+        super().__init__(
+            message, have=have, need=need, failed={str(k): v for k, v in self.failed.items()}
+        )
+
+
+class SliceCorrupt(CodecError):
+    """A block of slice ``slice_index`` does not match its fingerprint."""
+
+    code = "slice_corrupt"
+
+    def __init__(self, slice_index: int, block_index: int | None = None, reason: str = "") -> None:
+        self.slice_index = slice_index
+        self.block_index = block_index
+        where = f"slice {slice_index}"
+        if block_index is not None:
+            where += f", block {block_index}"
+        message = f"{where} does not match its fingerprint"
+        if reason:
+            message += f": {reason}"
+        super().__init__(message, slice_index=slice_index, block_index=block_index)
+
+
+class FingerprintError(EvaultError):
+    code = "fingerprint_error"
+
+
+class NoFingerprintQuorum(FingerprintError):
+    """No fingerprint vector is agreed on by at least ``need`` sources."""
+
+    code = "no_fingerprint_quorum"
+
+    def __init__(self, best: int, need: int, sources: int) -> None:
+        self.best = best
+        self.need = need
+        self.sources = sources
+        super().__init__(
+            f"no fingerprint vector is agreed by {need} sources "
+            f"(best agreement {best} of {sources})",
+            best=best,
+            need=need,
+            sources=sources,
+        )
+
+
+class FingerprintMismatch(FingerprintError):
+    code = "fingerprint_mismatch"
+
+
+class CryptoError(EvaultError):
+    code = "crypto_error"
+
+
+class NotEnoughShares(CryptoError):
+    """Fewer valid signature shares than the threshold; ``bad`` names rejected signers."""
+
+    code = "not_enough_shares"
+
+    def __init__(self, have: int, need: int, bad: Mapping[int, str] | None = None) -> None:
+        self.have = have
+        self.need = need
+        self.bad: dict[int, str] = dict(bad or {})
+        message = f"need {need} valid signature shares, have {have}"
+        if self.bad:
+            message += (
+                " (rejected: "
+                + "; ".join(f"signer {i}: {why}" for i, why in sorted(self.bad.items()))
+                + ")"
+            )
+        super().__init__(
+            message, have=have, need=need, bad={str(k): v for k, v in self.bad.items()}
+        )
+
+
+class InvalidShare(CryptoError):
+    code = "invalid_share"
+
+    def __init__(self, signer: int, reason: str) -> None:
+        self.signer = signer
+        self.reason = reason
+        super().__init__(
+            f"signature share from signer {signer} is invalid: {reason}",
+            signer=signer,
+            reason=reason,
+        )
+
+
+class InvalidSignature(CryptoError):
+    code = "invalid_signature"
+
+
+class KeyFileError(CryptoError):
+    code = "key_file_error"
+
+
+class FormatError(EvaultError):
+    code = "format_error"
+
+
+class StorageError(EvaultError):
+    code = "storage_error"
+
+
+class CatalogError(EvaultError):
+    code = "catalog_error"
+
+
+class ProtocolError(EvaultError):
+    code = "protocol_error"
+
+
+class TransportError(EvaultError):
+    code = "transport_error"

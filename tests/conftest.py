@@ -1,0 +1,1 @@
+"""Shared fixtures. Expensive keys are made once per test session."""
