@@ -1,0 +1,232 @@
+"""Configuration files written by `evault init` and read by `evault node` / `evault gateway`.
+
+All files are TOML.  Relative paths inside a file are relative to that file's directory, so a
+vault directory can be moved as a whole.  Layout made by ``evault init DIR``::
+
+    DIR/vault.toml                    public facts: vault id, n, m, k, codec, segment size
+    DIR/public/vault-public.pem       the vault's RSA public key (receipts verify against it)
+    DIR/public/threshold.json         threshold public key: N, e, v, verification keys v_i
+    DIR/public/ca.pem                 the cluster CA certificate (the CA key is destroyed)
+    DIR/nodes/node-<i>/node.toml      one directory per node (copy it to the node's host)
+    DIR/nodes/node-<i>/{tls.pem,tls.key,signing-share.json,seal.key}
+    DIR/gateway/gateway.toml          gateway config (+ TLS client and server identities)
+    DIR/client/                       client bundle: ca.pem, vault-public.pem, client.toml
+
+Node config (``node.toml``)::
+
+    [node]     index, vault, host, port, data_dir, max_object_bytes
+    [cluster]  n, m, k, codec, segment_bytes, fingerprint_scheme
+    [tls]      ca_cert, cert, key
+    [keys]     threshold_public, signing_share, seal_key (X25519, for sealed unwrap-key shares)
+
+Gateway config (``gateway.toml``)::
+
+    [gateway]  vault, host, port, database_url, max_document_bytes, node_timeout_s
+    [cluster]  n, m, k, codec, segment_bytes, fingerprint_scheme
+    [tls]      ca_cert, client_cert, client_key (to nodes), server_cert, server_key (public HTTPS)
+    [keys]     vault_public_key, threshold_public
+    [[nodes]]  index, url
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evault.errors import ConfigError
+from evault.params import analyse
+
+DEFAULT_MAX_DOCUMENT_BYTES = 64 * 1024**3
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    n: int
+    m: int
+    k: int
+    codec: str
+    segment_bytes: int
+    fingerprint_scheme: str
+
+    @property
+    def t(self) -> int:
+        return analyse(self.n, self.m, self.k).t
+
+    def to_toml_obj(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    path: Path
+    index: int
+    vault: str
+    host: str
+    port: int
+    data_dir: Path
+    max_object_bytes: int
+    cluster: ClusterParams
+    ca_cert: Path
+    cert: Path
+    key: Path
+    threshold_public: Path
+    signing_share: Path
+    seal_key: Path
+
+
+@dataclass(frozen=True)
+class NodeEndpoint:
+    index: int
+    url: str
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    path: Path
+    vault: str
+    host: str
+    port: int
+    database_url: str
+    max_document_bytes: int
+    node_timeout_s: float
+    cluster: ClusterParams
+    ca_cert: Path
+    client_cert: Path
+    client_key: Path
+    server_cert: Path
+    server_key: Path
+    vault_public_key: Path
+    threshold_public: Path
+    nodes: tuple[NodeEndpoint, ...]
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+
+
+class _Section:
+    """Typed access to one table of a config file, with errors naming file and key."""
+
+    def __init__(self, path: Path, doc: dict[str, Any], name: str) -> None:
+        self.path = path
+        self.name = name
+        table = doc.get(name)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: missing [{name}] table")
+        self.table = table
+
+    def _get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        if key not in self.table:
+            if default is not None:
+                return default
+            raise ConfigError(f"{self.path}: [{self.name}] has no {key!r}")
+        value = self.table[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{self.path}: [{self.name}] {key} has the wrong type")
+        return value
+
+    def text(self, key: str, default: str | None = None) -> str:
+        return str(self._get(key, str, default))
+
+    def integer(self, key: str, default: int | None = None) -> int:
+        return int(self._get(key, int, default))
+
+    def number(self, key: str, default: float | None = None) -> float:
+        return float(self._get(key, (int, float), default))
+
+    def path_(self, key: str) -> Path:
+        return (self.path.parent / self.text(key)).resolve()
+
+
+def _cluster(path: Path, doc: dict[str, Any]) -> ClusterParams:
+    s = _Section(path, doc, "cluster")
+    params = ClusterParams(
+        n=s.integer("n"),
+        m=s.integer("m"),
+        k=s.integer("k"),
+        codec=s.text("codec"),
+        segment_bytes=s.integer("segment_bytes"),
+        fingerprint_scheme=s.text("fingerprint_scheme"),
+    )
+    try:
+        analyse(params.n, params.m, params.k)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: [cluster] {exc}") from exc
+    return params
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    p = Path(path).resolve()
+    doc = _load(p)
+    node, tls, keys = (_Section(p, doc, name) for name in ("node", "tls", "keys"))
+    cluster = _cluster(p, doc)
+    index = node.integer("index")
+    if not 1 <= index <= cluster.n:
+        raise ConfigError(f"{p}: [node] index {index} is not in 1..{cluster.n}")
+    return NodeConfig(
+        path=p,
+        index=index,
+        vault=node.text("vault"),
+        host=node.text("host"),
+        port=node.integer("port"),
+        data_dir=node.path_("data_dir"),
+        max_object_bytes=node.integer("max_object_bytes", 64 * 1024**3),
+        cluster=cluster,
+        ca_cert=tls.path_("ca_cert"),
+        cert=tls.path_("cert"),
+        key=tls.path_("key"),
+        threshold_public=keys.path_("threshold_public"),
+        signing_share=keys.path_("signing_share"),
+        seal_key=keys.path_("seal_key"),
+    )
+
+
+def load_gateway_config(path: str | Path) -> GatewayConfig:
+    p = Path(path).resolve()
+    doc = _load(p)
+    gw, tls, keys = (_Section(p, doc, name) for name in ("gateway", "tls", "keys"))
+    cluster = _cluster(p, doc)
+    raw_nodes = doc.get("nodes")
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        raise ConfigError(f"{p}: no [[nodes]] entries")
+    nodes = []
+    for entry in raw_nodes:
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{p}: each [[nodes]] entry must be a table")
+        s = _Section(p, {"nodes": entry}, "nodes")
+        nodes.append(NodeEndpoint(index=s.integer("index"), url=s.text("url")))
+    indices = sorted(e.index for e in nodes)
+    if indices != list(range(1, cluster.n + 1)):
+        raise ConfigError(f"{p}: [[nodes]] must list indices 1..{cluster.n} once each")
+    db_url = gw.text("database_url")
+    if db_url.startswith("sqlite:///") and not db_url.startswith("sqlite:////"):
+        # A relative SQLite path is relative to the config file, like every other path.
+        db_url = "sqlite:///" + str((p.parent / db_url[len("sqlite:///") :]).resolve())
+    return GatewayConfig(
+        path=p,
+        vault=gw.text("vault"),
+        host=gw.text("host"),
+        port=gw.integer("port"),
+        database_url=db_url,
+        max_document_bytes=gw.integer("max_document_bytes", DEFAULT_MAX_DOCUMENT_BYTES),
+        node_timeout_s=gw.number("node_timeout_s", 30.0),
+        cluster=cluster,
+        ca_cert=tls.path_("ca_cert"),
+        client_cert=tls.path_("client_cert"),
+        client_key=tls.path_("client_key"),
+        server_cert=tls.path_("server_cert"),
+        server_key=tls.path_("server_key"),
+        vault_public_key=keys.path_("vault_public_key"),
+        threshold_public=keys.path_("threshold_public"),
+        nodes=tuple(sorted(nodes, key=lambda e: e.index)),
+    )
