@@ -187,3 +187,80 @@ class ProtocolError(EvaultError):
 
 class TransportError(EvaultError):
     code = "transport_error"
+
+
+# --- catalog ---
+# CatalogError
+# ├── UserExists       registration with a user id that is taken (case-insensitively)
+# ├── AuthFailed       unknown user, wrong password, or an invalid/expired/revoked token
+# ├── NotFound         no such user / document / version visible to the caller
+# ├── BadName          a user id, document name or profile field breaks its rules
+# ├── BadPassword      a new password breaks the length rules
+# └── WrongState       a version is not in the state the operation needs (e.g. already stored)
+
+
+class UserExists(CatalogError):
+    code = "user_exists"
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        super().__init__(f"user id {user_id!r} is already taken", user_id=user_id)
+
+
+class AuthFailed(CatalogError):
+    """Deliberately vague: it never says whether the user id or the password was wrong."""
+
+    code = "auth_failed"
+
+    def __init__(self, message: str = "unknown user id or wrong password") -> None:
+        super().__init__(message)
+
+
+class NotFound(CatalogError):
+    """``what`` is "user", "document" or "version"; the other facts say which one."""
+
+    code = "not_found"
+
+    def __init__(self, what: str, message: str, **facts: Any) -> None:
+        self.what = what
+        super().__init__(message, what=what, **facts)
+
+
+class BadName(CatalogError):
+    """``field`` names the rule set ("user_id", "document name", "name", "contact")."""
+
+    code = "bad_name"
+
+    def __init__(self, field: str, reason: str, value: str) -> None:
+        self.field = field
+        self.reason = reason
+        # repr() escapes control characters, and the cap keeps a log line a line.
+        shown = repr(value) if len(value) <= 80 else repr(value[:77]) + "..."
+        super().__init__(f"bad {field} {shown}: {reason}", field=field, reason=reason)
+
+
+class BadPassword(CatalogError):
+    code = "bad_password"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"password not accepted: {reason}", reason=reason)
+
+
+class WrongState(CatalogError):
+    code = "wrong_state"
+
+    def __init__(self, owner: str, name: str, version: int, state: str, expected: str) -> None:
+        self.owner = owner
+        self.name = name
+        self.version = version
+        self.state = state
+        self.expected = expected
+        super().__init__(
+            f"version {version} of {name!r} is {state}, not {expected}",
+            owner=owner,
+            name=name,
+            version=version,
+            state=state,
+            expected=expected,
+        )
