@@ -264,3 +264,25 @@ class WrongState(CatalogError):
             state=state,
             expected=expected,
         )
+
+
+# --- profiles ---
+
+
+class ProfileError(ConfigError):
+    """A backup profile (TOML) is unusable.
+
+    ``source`` names the profile (usually its file path); ``field`` is the dotted path of the
+    offending key (``retention[2].keep_last``), or None when the whole file is at fault.
+    """
+
+    code = "profile_error"
+
+    def __init__(self, source: str, problem: str, field: str | None = None) -> None:
+        self.source = source
+        self.problem = problem
+        self.field = field
+        where = f"{source}: {field}" if field else source
+        super().__init__(
+            f"backup profile {where}: {problem}", source=source, problem=problem, field=field
+        )
