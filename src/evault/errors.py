@@ -286,3 +286,119 @@ class ProfileError(ConfigError):
         super().__init__(
             f"backup profile {where}: {problem}", source=source, problem=problem, field=field
         )
+
+
+# --- confidentiality (issue 6): unwrap keys, blinded unwrap, streaming AEAD, armor -------------
+#
+#   CryptoError
+#   ├── InvalidElement          a received group element is not a valid prime-order point
+#   ├── InvalidKeyShare         a dealt unwrap-key share fails its checks (names the node)
+#   ├── InvalidPartialUnwrap    a node's partial unwrap fails its Chaum–Pedersen proof
+#   ├── NotEnoughShares
+#   │   └── NotEnoughPartialUnwraps   have < need valid partial unwraps (names the bad nodes)
+#   ├── UnwrapRequestRejected   a node refuses an unwrap request (unsigned, stale, replayed, ...)
+#   └── DecryptionError         ciphertext or wrapped key fails authentication / is truncated
+#   FormatError
+#   └── ArmorError              printable (base64 / hex) text that is not strictly well formed
+
+
+class InvalidElement(CryptoError):
+    """Bytes received as a group element are not a canonical point of prime order ℓ."""
+
+    code = "invalid_element"
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what} is not a valid group element: {reason}", what=what, reason=reason)
+
+
+class InvalidKeyShare(CryptoError):
+    """A sealed unwrap-key share for ``node`` cannot be opened or fails its Feldman check."""
+
+    code = "invalid_key_share"
+
+    def __init__(self, node: int, reason: str) -> None:
+        self.node = node
+        self.reason = reason
+        super().__init__(
+            f"unwrap-key share for node {node} is invalid: {reason}", node=node, reason=reason
+        )
+
+
+class InvalidPartialUnwrap(CryptoError):
+    """The partial unwrap returned by ``node`` does not verify."""
+
+    code = "invalid_partial_unwrap"
+
+    def __init__(self, node: int, reason: str) -> None:
+        self.node = node
+        self.reason = reason
+        super().__init__(
+            f"partial unwrap from node {node} is invalid: {reason}", node=node, reason=reason
+        )
+
+
+class NotEnoughPartialUnwraps(NotEnoughShares):
+    """Fewer valid partial unwraps than the threshold; ``bad`` maps node index to reason."""
+
+    code = "not_enough_partial_unwraps"
+
+    def __init__(self, have: int, need: int, bad: Mapping[int, str] | None = None) -> None:
+        self.have = have
+        self.need = need
+        self.bad = dict(bad or {})
+        message = f"need {need} valid partial unwraps, have {have}"
+        if self.bad:
+            message += (
+                " (rejected: "
+                + "; ".join(f"node {i}: {why}" for i, why in sorted(self.bad.items()))
+                + ")"
+            )
+        # Skip NotEnoughShares.__init__: its sentence speaks of signature shares.
+        CryptoError.__init__(
+            self, message, have=have, need=need, bad={str(k): v for k, v in self.bad.items()}
+        )
+
+
+class UnwrapRequestRejected(CryptoError):
+    """A node refuses an unwrap request; ``reason`` is a stable word, ``detail`` a sentence."""
+
+    code = "unwrap_request_rejected"
+
+    def __init__(self, reason: str, detail: str, request_id: str | None = None) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.request_id = request_id
+        super().__init__(
+            f"unwrap request rejected ({reason}): {detail}",
+            reason=reason,
+            detail=detail,
+            request_id=request_id,
+        )
+
+
+class DecryptionError(CryptoError):
+    """Ciphertext or a wrapped key does not authenticate (tampered, truncated, wrong key)."""
+
+    code = "decryption_failed"
+
+    def __init__(self, reason: str, chunk_index: int | None = None) -> None:
+        self.reason = reason
+        self.chunk_index = chunk_index
+        where = "" if chunk_index is None else f" at chunk {chunk_index}"
+        super().__init__(
+            f"decryption failed{where}: {reason}", reason=reason, chunk_index=chunk_index
+        )
+
+
+class ArmorError(FormatError):
+    """Printable text that is not a strictly well-formed armored file (``line`` is 1-based)."""
+
+    code = "armor_error"
+
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        self.reason = reason
+        self.line = line
+        where = "" if line is None else f" (line {line})"
+        super().__init__(f"not a valid armored file{where}: {reason}", reason=reason, line=line)

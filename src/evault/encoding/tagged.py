@@ -27,6 +27,12 @@ TAGS: Final[dict[str, str]] = {
     "shoup-proof": "evault/shoup-proof/v1",
     "cp-proof": "evault/chaum-pedersen/v1",
     "kek": "evault/hashed-elgamal-kek/v1",
+    # confidentiality (issue 6): see evault.crypto.group / feldman / unwrap / stream
+    "cp-nonce": "evault/chaum-pedersen-nonce/v1",
+    "key-share": "evault/unwrap-key-share/v1",
+    "unwrap-request": "evault/unwrap-request/v1",
+    "stream-header": "evault/stream-header/v1",
+    "stream-payload": "evault/stream-payload/v1",
 }
 
 _prefix_cache: dict[str, bytes] = {}
