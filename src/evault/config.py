@@ -25,7 +25,7 @@ Gateway config (``gateway.toml``)::
     [cluster]  n, m, k, codec, segment_bytes, fingerprint_scheme
     [tls]      ca_cert, client_cert, client_key (to nodes), server_cert, server_key (public HTTPS)
     [keys]     vault_public_key, threshold_public
-    [[nodes]]  index, url
+    [[nodes]]  index, url, tls_name (the node certificate's DNS name, default node-<i>)
 """
 
 from __future__ import annotations
@@ -78,8 +78,12 @@ class NodeConfig:
 
 @dataclass(frozen=True)
 class NodeEndpoint:
+    """Where node ``index`` listens; ``tls_name`` is the name its certificate must carry
+    (checked via SNI/hostname verification even when ``url`` holds an IP address)."""
+
     index: int
     url: str
+    tls_name: str
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,12 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
         if not isinstance(entry, dict):
             raise ConfigError(f"{p}: each [[nodes]] entry must be a table")
         s = _Section(p, {"nodes": entry}, "nodes")
-        nodes.append(NodeEndpoint(index=s.integer("index"), url=s.text("url")))
+        index = s.integer("index")
+        nodes.append(
+            NodeEndpoint(
+                index=index, url=s.text("url"), tls_name=s.text("tls_name", f"node-{index}")
+            )
+        )
     indices = sorted(e.index for e in nodes)
     if indices != list(range(1, cluster.n + 1)):
         raise ConfigError(f"{p}: [[nodes]] must list indices 1..{cluster.n} once each")
