@@ -402,3 +402,136 @@ class ArmorError(FormatError):
         self.line = line
         where = "" if line is None else f" (line {line})"
         super().__init__(f"not a valid armored file{where}: {reason}", reason=reason, line=line)
+
+
+# --- storage node (evault.store, evault.node) ---
+# StorageError
+# ├── InsufficientStorage   the disk (or SQLite) is full; nothing was committed
+# ├── ObjectExists          a committed object with that id exists, or a deposit of it is running
+# ├── ObjectMissing         no committed object with that id
+# ├── ObjectDamaged         the index names an object whose slice file is missing or the wrong size
+# └── StoreMismatch         the data directory belongs to another vault or node index
+# ProtocolError
+# └── RequestRefused        a gateway request breaks the node protocol; ``code`` is the spec's code
+#     ├── BadRequest         malformed header, path parameter or body           400 bad_request
+#     ├── BadProposal        proposal disagrees with node config, clock or id    409 bad_proposal
+#     ├── DigestMismatch     the document does not hash to Evault-Sha256         409 digest_mismatch
+#     ├── TooLarge           body over the node's limit                          413 too_large
+#     ├── BadRange           from_segment beyond the slice                       416 bad_range
+#     └── BadRequestLength   body shorter/longer than Content-Length          422 bad_request_length
+
+
+class InsufficientStorage(StorageError):
+    code = "insufficient_storage"
+
+    def __init__(self, where: str, detail: str = "") -> None:
+        self.where = where
+        message = f"no space left on the node's disk while writing {where}"
+        if detail:
+            message += f" ({detail})"
+        super().__init__(message + "; nothing was committed", where=where)
+
+
+class ObjectExists(StorageError):
+    code = "exists"
+
+    def __init__(self, object_id: str, in_progress: bool = False) -> None:
+        self.object_id = object_id
+        self.in_progress = in_progress
+        what = "a deposit of" if in_progress else "a committed"
+        super().__init__(
+            f"{what} object {object_id} {'is in progress' if in_progress else 'exists'}",
+            object_id=object_id,
+            in_progress=in_progress,
+        )
+
+
+class ObjectMissing(StorageError):
+    code = "not_found"
+
+    def __init__(self, object_id: str) -> None:
+        self.object_id = object_id
+        super().__init__(f"this node holds no object {object_id}", object_id=object_id)
+
+
+class ObjectDamaged(StorageError):
+    code = "object_damaged"
+
+    def __init__(self, object_id: str, reason: str) -> None:
+        self.object_id = object_id
+        self.reason = reason
+        super().__init__(
+            f"object {object_id} is damaged on this node: {reason}",
+            object_id=object_id,
+            reason=reason,
+        )
+
+
+class StoreMismatch(StorageError):
+    code = "store_mismatch"
+
+    def __init__(self, data_dir: str, field: str, stored: object, configured: object) -> None:
+        self.field = field
+        super().__init__(
+            f"data directory {data_dir} was made for {field} {stored!r}, "
+            f"but this node is configured with {configured!r}",
+            data_dir=data_dir,
+            field=field,
+            stored=str(stored),
+            configured=str(configured),
+        )
+
+
+class RequestRefused(ProtocolError):
+    """A request to a node that breaks the node protocol; ``code`` is the spec's error code."""
+
+    code = "bad_request"
+
+
+class BadRequest(RequestRefused):
+    code = "bad_request"
+
+
+class BadProposal(RequestRefused):
+    code = "bad_proposal"
+
+
+class DigestMismatch(RequestRefused):
+    code = "digest_mismatch"
+
+    def __init__(self, claimed: str, actual: str) -> None:
+        super().__init__(
+            f"the document hashes to {actual}, not to the claimed {claimed}",
+            claimed=claimed,
+            actual=actual,
+        )
+
+
+class TooLarge(RequestRefused):
+    code = "too_large"
+
+    def __init__(self, what: str, limit_bytes: int) -> None:
+        super().__init__(f"{what} is over the limit of {limit_bytes} bytes", limit=limit_bytes)
+
+
+class BadRange(RequestRefused):
+    code = "bad_range"
+
+    def __init__(self, from_segment: int, segment_count: int) -> None:
+        super().__init__(
+            f"from_segment {from_segment} is beyond the slice's {segment_count} segments",
+            from_segment=from_segment,
+            segment_count=segment_count,
+        )
+
+
+class BadRequestLength(RequestRefused):
+    code = "bad_request_length"
+
+    def __init__(self, declared: int, received: int) -> None:
+        relation = "short of" if received < declared else "longer than"
+        super().__init__(
+            f"the body ({received} bytes so far) is {relation} its Content-Length of {declared}",
+            declared=declared,
+            received=received,
+        )
