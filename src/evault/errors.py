@@ -535,3 +535,100 @@ class BadRequestLength(RequestRefused):
             declared=declared,
             received=received,
         )
+
+
+# --- gateway ↔ nodes (evault.transport.nodes, evault.gateway.service) ---
+# TransportError
+# └── NodeUnreachable       a node could not be reached, or the connection broke
+#     └── NodeTimeout       a node did not answer (or send a byte) within its time-out
+# ProtocolError
+# ├── NodeRejected          a node answered a JSON error; ``node_code`` is the spec's code
+# └── BadNodeAnswer         a node answered something the node protocol forbids
+# CodecError
+# └── DocumentCorrupt       rebuilt bytes do not hash to the SHA-256 the receipt signs
+# EvaultError
+# └── DepositFailed         too few nodes stored and signed: no receipt, nothing listed
+
+
+class NodeUnreachable(TransportError):
+    """Node ``node`` could not be reached for ``op`` (connect refused, reset, TLS failure)."""
+
+    code = "node_unreachable"
+
+    def __init__(self, node: int, op: str, reason: str) -> None:
+        self.node = node
+        self.op = op
+        self.reason = reason
+        super().__init__(f"node {node} ({op}): {reason}", node=node, op=op, reason=reason)
+
+
+class NodeTimeout(NodeUnreachable):
+    code = "node_timeout"
+
+
+class NodeRejected(ProtocolError):
+    """Node ``node`` refused ``op`` with HTTP ``status`` and the spec's error ``node_code``."""
+
+    code = "node_rejected"
+
+    def __init__(self, node: int, op: str, status: int, node_code: str, node_message: str) -> None:
+        self.node = node
+        self.op = op
+        self.status = status
+        self.node_code = node_code
+        self.node_message = node_message
+        super().__init__(
+            f"node {node} ({op}) refused with {status} {node_code}: {node_message}",
+            node=node,
+            op=op,
+            status=status,
+            node_code=node_code,
+            node_message=node_message,
+        )
+
+
+class BadNodeAnswer(ProtocolError):
+    """Node ``node`` answered ``op`` with something the node protocol forbids."""
+
+    code = "bad_node_answer"
+
+    def __init__(self, node: int, op: str, reason: str) -> None:
+        self.node = node
+        self.op = op
+        self.reason = reason
+        super().__init__(
+            f"node {node} ({op}) answered badly: {reason}", node=node, op=op, reason=reason
+        )
+
+
+class DocumentCorrupt(CodecError):
+    """The rebuilt document does not hash to what the receipt signs; no bytes are vouched for."""
+
+    code = "document_corrupt"
+
+    def __init__(self, expected_sha256: str, actual_sha256: str) -> None:
+        self.expected_sha256 = expected_sha256
+        self.actual_sha256 = actual_sha256
+        super().__init__(
+            f"the rebuilt document hashes to {actual_sha256}, not to the receipt's "
+            f"{expected_sha256}",
+            expected_sha256=expected_sha256,
+            actual_sha256=actual_sha256,
+        )
+
+
+class DepositFailed(EvaultError):
+    """A deposit got no receipt; ``failed`` maps node index to why that node did not count."""
+
+    code = "deposit_failed"
+
+    def __init__(self, reason: str, failed: Mapping[int, str] | None = None) -> None:
+        self.reason = reason
+        self.failed: dict[int, str] = dict(failed or {})
+        message = f"deposit failed: {reason}"
+        if self.failed:
+            message += " (" + "; ".join(
+                f"node {i}: {why}" for i, why in sorted(self.failed.items())
+            )
+            message += ")"
+        super().__init__(message, reason=reason, failed={str(k): v for k, v in self.failed.items()})
