@@ -537,6 +537,39 @@ class BadRequestLength(RequestRefused):
         )
 
 
+# --- ida: dispersal and fingerprints (evault.ida) -----------------------------------------------
+
+
+class UnknownCodec(CodecError):
+    """A stored document names a codec id this version of evault does not know."""
+
+    code = "unknown_codec"
+
+    def __init__(self, codec_id: str, known: tuple[str, ...]) -> None:
+        self.codec_id = codec_id
+        super().__init__(
+            f"unknown codec {codec_id!r} (this evault knows {', '.join(known)})",
+            codec_id=codec_id,
+            known=list(known),
+        )
+
+
+class ConflictingFingerprints(NoFingerprintQuorum):
+    """Two different fingerprint vectors are each agreed by t+1 sources: more than t sources lie."""
+
+    code = "conflicting_fingerprints"
+
+    def __init__(self, best: int, need: int, sources: int, groups: int) -> None:
+        super().__init__(best, need, sources)
+        self.groups = groups
+        self.message = (
+            f"{groups} different fingerprint vectors are each agreed by at least {need} of "
+            f"{sources} sources, so more sources lie than the vault tolerates"
+        )
+        self.args = (self.message,)
+        self.details["groups"] = groups
+
+
 # --- gateway ↔ nodes (evault.transport.nodes, evault.gateway.service) ---
 # TransportError
 # └── NodeUnreachable       a node could not be reached, or the connection broke
@@ -632,3 +665,59 @@ class DepositFailed(EvaultError):
             )
             message += ")"
         super().__init__(message, reason=reason, failed={str(k): v for k, v in self.failed.items()})
+
+
+# --- gateway public HTTPS API (evault.gateway.api) ---
+# EvaultError
+# └── PublicRequestError    a public-API request the gateway cannot accept     400 bad_request
+#     ├── DocumentTooLarge  a body over max_document_bytes (declared or counted) 413 too_large
+#     └── BodyTimeout       the client stopped sending a request body           408 body_timeout
+
+
+class PublicRequestError(EvaultError):
+    """A request to the public API that is malformed in a way no field schema catches."""
+
+    code = "bad_request"
+
+
+class DocumentTooLarge(PublicRequestError):
+    """A request body is over the gateway's limit; ``received`` is how far it got (or declared)."""
+
+    code = "too_large"
+
+    def __init__(self, limit_bytes: int, received: int, declared: bool) -> None:
+        self.limit_bytes = limit_bytes
+        self.received = received
+        self.declared = declared
+        how = "declares" if declared else "sent at least"
+        super().__init__(
+            f"the request body {how} {received} bytes, over this gateway's limit of "
+            f"{limit_bytes} bytes",
+            limit_bytes=limit_bytes,
+            received=received,
+        )
+
+
+class BodyTimeout(PublicRequestError):
+    """No byte of the request body arrived for ``idle_s`` seconds."""
+
+    code = "body_timeout"
+
+    def __init__(self, idle_s: float, received: int) -> None:
+        self.idle_s = idle_s
+        self.received = received
+        super().__init__(
+            f"no byte of the request body arrived for {idle_s:g} s "
+            f"(after {received} bytes); the request was abandoned",
+            idle_s=idle_s,
+            received=received,
+        )
+
+
+class DepositCancelled(ObjectMissing):
+    """A delete of the same object arrived while its deposit ran; the deposit was discarded."""
+
+    def __init__(self, object_id: str) -> None:
+        super().__init__(object_id)
+        self.message = f"the deposit of object {object_id} was cancelled by a delete"
+        self.args = (self.message,)

@@ -23,6 +23,7 @@ TAGS: Final[dict[str, str]] = {
     "fv": "evault/fingerprint-vector/v1",
     "merkle-leaf": "evault/merkle-leaf/v1",
     "merkle-node": "evault/merkle-node/v1",
+    "merkle-empty": "evault/merkle-empty/v1",  # root of a slice with no blocks (empty document)
     "pss-salt": "evault/pss-salt/v1",
     "shoup-proof": "evault/shoup-proof/v1",
     "cp-proof": "evault/chaum-pedersen/v1",
