@@ -1,0 +1,456 @@
+"""The gateway's client of the node protocol (``docs/spec/node-protocol.md``).
+
+One :class:`NodeSet` owns ONE ``httpx.AsyncClient``: HTTP/1.1 with a pool of persistent
+connections (the paper, §2.2 and §3: a connection per request was the bottleneck), mutual TLS
+through the cluster's client ``SSLContext``, and explicit connect/read/write/pool time-outs.
+It hands out one :class:`NodeClient` per node; each request names the node's certificate name
+as SNI / verified host name, so a node reached by IP address still proves it is ``node-<i>``.
+
+Errors
+------
+Every failure below this module is translated in exactly one place, :func:`_translate`, into
+the evault tree; no ``httpx`` (or ``h11``/``ssl``/``OSError``) exception escapes::
+
+    NodeUnreachable (TransportError)  connect refused, reset, TLS failure, broken stream
+    └── NodeTimeout                   connect/read/write/pool time-out
+    NodeRejected (ProtocolError)      the node answered a JSON error; ``node_code`` is its code
+    BadNodeAnswer (ProtocolError)     status, headers or body the protocol forbids
+
+Every answer body is read with a size cap; slice bodies are read incrementally by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+
+from evault.errors import (
+    BadNodeAnswer,
+    EvaultError,
+    NodeRejected,
+    NodeTimeout,
+    NodeUnreachable,
+    ProtocolError,
+)
+from evault.protocol.node_api import (
+    ERRORS,
+    HEADER_FV_HASH,
+    HEADER_LEAVES_BYTES,
+    HEADER_PROPOSAL,
+    HEADER_SEGMENT_COUNT,
+    HEADER_SHA256,
+    HEADER_SLICE_INDEX,
+    PATH_HEALTH,
+    PATH_OBJECT,
+    PATH_SLICE,
+    DepositResult,
+    ObjectMeta,
+    Proposal,
+    is_object_id,
+    node_name,
+)
+
+#: Cap on any JSON answer a node sends (a deposit answer is a few KiB: statement, FV, share).
+MAX_ANSWER_BYTES: Final = 1024 * 1024
+#: Chunk size asked of the socket when streaming a slice.
+SLICE_READ_CHUNK_BYTES: Final = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Time-outs for every phase of a request, in seconds.
+
+    ``read_s`` bounds the wait for each piece of an answer (also the wait for a node to finish
+    storing and signing after the body was sent), ``write_s`` each socket write (a node that
+    stops reading the body), ``pool_s`` the wait for a free pooled connection.
+    """
+
+    connect_s: float = 10.0
+    read_s: float = 30.0
+    write_s: float = 30.0
+    pool_s: float = 30.0
+
+    def to_httpx(self) -> httpx.Timeout:
+        return httpx.Timeout(
+            connect=self.connect_s, read=self.read_s, write=self.write_s, pool=self.pool_s
+        )
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """Connection pool limits of the shared client (all nodes together)."""
+
+    max_connections: int = 256
+    max_keepalive_connections: int = 64
+    keepalive_expiry_s: float = 60.0
+
+    def to_httpx(self) -> httpx.Limits:
+        return httpx.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_keepalive_connections,
+            keepalive_expiry=self.keepalive_expiry_s,
+        )
+
+
+@dataclass(frozen=True)
+class NodeHealth:
+    """A node's answer to ``GET /v1/health``."""
+
+    node: int
+    vault: str
+    protocol: int
+    objects: int
+    free_bytes: int
+
+
+# --- the one place where lower-level failures become evault errors --------------------------
+
+
+def _translate(exc: BaseException, node: int, op: str) -> EvaultError | None:
+    """The evault error for ``exc`` raised while talking to ``node``, or None to re-raise it.
+
+    Cancellation and programming errors (TypeError, ValueError from our own code) pass through.
+    """
+    if isinstance(exc, EvaultError):
+        if isinstance(exc, NodeUnreachable | NodeRejected | BadNodeAnswer):
+            return exc
+        if isinstance(exc, ProtocolError):
+            # A message parser (evault.protocol.node_api) refused the answer.
+            return BadNodeAnswer(node, op, exc.message)
+        return exc
+    if isinstance(exc, httpx.TimeoutException):
+        phase = {
+            httpx.ConnectTimeout: "connecting",
+            httpx.ReadTimeout: "waiting for data",
+            httpx.WriteTimeout: "sending data",
+            httpx.PoolTimeout: "waiting for a free connection",
+        }.get(type(exc), "waiting")
+        return NodeTimeout(node, op, f"timed out {phase}")
+    if isinstance(exc, httpx.ConnectError):
+        return NodeUnreachable(node, op, f"cannot connect: {_reason(exc)}")
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return BadNodeAnswer(node, op, f"HTTP protocol violation: {_reason(exc)}")
+    if isinstance(exc, httpx.DecodingError):
+        return BadNodeAnswer(node, op, f"undecodable body: {_reason(exc)}")
+    if isinstance(exc, httpx.TooManyRedirects):
+        return BadNodeAnswer(node, op, "redirects are not part of the protocol")
+    if isinstance(exc, httpx.HTTPError | httpx.StreamError | httpx.InvalidURL):
+        # NetworkError (read/write/close), LocalProtocolError, UnsupportedProtocol, ProxyError,
+        # stream-state errors, a bad node URL: the node cannot be used for this request.
+        return NodeUnreachable(node, op, f"{type(exc).__name__}: {_reason(exc)}")
+    if isinstance(exc, httpx.CookieConflict):
+        return BadNodeAnswer(node, op, "conflicting cookies")
+    if isinstance(exc, ssl.SSLError | OSError):
+        return NodeUnreachable(node, op, f"{type(exc).__name__}: {_reason(exc)}")
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+@contextmanager
+def _mapped(node: int, op: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        translated = _translate(exc, node, op)
+        if translated is None or translated is exc:
+            raise
+        raise translated from exc
+
+
+# --- one node -------------------------------------------------------------------------------
+
+
+class SliceStream:
+    """An open ``GET .../slice`` answer: validated headers, then the body read incrementally.
+
+    The body is the slice's leaf hashes (``leaves_bytes``), then the blocks of segments
+    ``from_segment..segment_count-1``.  :meth:`read_exactly` returns exactly the bytes asked
+    for or raises ``BadNodeAnswer`` if the node ends the stream early.
+    """
+
+    def __init__(
+        self,
+        node: int,
+        response: httpx.Response,
+        *,
+        slice_index: int,
+        leaves_bytes: int,
+        fv_hash: bytes,
+        segment_count: int,
+        from_segment: int,
+    ) -> None:
+        self.node = node
+        self.slice_index = slice_index
+        self.leaves_bytes = leaves_bytes
+        self.fv_hash = fv_hash
+        self.segment_count = segment_count
+        self.from_segment = from_segment
+        self._chunks = response.aiter_bytes(SLICE_READ_CHUNK_BYTES)
+        self._buffer = bytearray()
+        self._received = 0
+
+    async def read_exactly(self, size: int) -> bytes:
+        if size < 0:
+            raise ValueError("size: must be >= 0")
+        with _mapped(self.node, "slice"):
+            while len(self._buffer) < size:
+                try:
+                    chunk = await self._chunks.__anext__()
+                except StopAsyncIteration:
+                    raise BadNodeAnswer(
+                        self.node,
+                        "slice",
+                        f"stream ended after {self._received} bytes, "
+                        f"{size - len(self._buffer)} short of the next piece",
+                    ) from None
+                self._received += len(chunk)
+                self._buffer += chunk
+        out = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return out
+
+
+class NodeClient:
+    """Requests to one node, over the shared client of a :class:`NodeSet`."""
+
+    def __init__(
+        self, index: int, base_url: str, http: httpx.AsyncClient, *, tls_name: str | None = None
+    ) -> None:
+        if not isinstance(index, int) or index < 1:
+            raise ValueError("index: must be an integer >= 1")
+        self.index = index
+        self.base_url = base_url.rstrip("/")
+        self.tls_name = tls_name or node_name(index)
+        self._http = http
+        # httpcore verifies the certificate against the SNI name when it is given, so the
+        # node must prove it is node-<i> even when the URL holds an IP address.
+        self._extensions = {"sni_hostname": self.tls_name}
+
+    def __repr__(self) -> str:
+        return f"NodeClient({self.index}, {self.base_url!r})"
+
+    def _url(self, path: str) -> str:
+        return self.base_url + path
+
+    @asynccontextmanager
+    async def _request(
+        self,
+        op: str,
+        method: str,
+        path: str,
+        *,
+        expect: int,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        content: AsyncIterator[bytes] | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """Send a request and yield the streaming response once its status is ``expect``."""
+        with _mapped(self.index, op):
+            async with self._http.stream(
+                method,
+                self._url(path),
+                headers=dict(headers or {}),
+                params=dict(params or {}),
+                content=content,
+                extensions=self._extensions,
+            ) as response:
+                if response.status_code != expect:
+                    await self._raise_error_answer(op, response)
+                yield response
+
+    async def _read_json(self, op: str, response: httpx.Response) -> Any:
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                raise BadNodeAnswer(self.index, op, f"answer over {MAX_ANSWER_BYTES} bytes")
+        try:
+            return json.loads(bytes(body))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadNodeAnswer(self.index, op, f"answer is not JSON: {exc}") from exc
+
+    async def _raise_error_answer(self, op: str, response: httpx.Response) -> None:
+        status = response.status_code
+        try:
+            obj = await self._read_json(op, response)
+        except BadNodeAnswer:
+            obj = None
+        error = obj.get("error") if isinstance(obj, dict) else None
+        code = error.get("code") if isinstance(error, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        if not isinstance(code, str) or not isinstance(message, str):
+            raise BadNodeAnswer(self.index, op, f"HTTP {status} without a JSON error body")
+        if ERRORS.get(code) != status:
+            raise BadNodeAnswer(
+                self.index, op, f"HTTP {status} with error code {code!r} the spec does not pair"
+            )
+        raise NodeRejected(self.index, op, status, code, message[:500])
+
+    async def health(self) -> NodeHealth:
+        async with self._request("health", "GET", PATH_HEALTH, expect=200) as response:
+            obj = await self._read_json("health", response)
+        fields = {"node": int, "vault": str, "protocol": int, "objects": int, "free_bytes": int}
+        if not isinstance(obj, dict) or any(
+            not isinstance(obj.get(key), kind) or isinstance(obj.get(key), bool)
+            for key, kind in fields.items()
+        ):
+            raise BadNodeAnswer(self.index, "health", "health answer lacks its fields")
+        return NodeHealth(**{key: obj[key] for key in fields})
+
+    async def deposit(
+        self,
+        proposal: Proposal,
+        body: AsyncIterator[bytes],
+        size: int | None,
+        sha256: str | None,
+    ) -> DepositResult:
+        """Stream a whole document to the node (``PUT /v1/objects/{id}``) and parse its answer.
+
+        With ``size`` the request carries ``Content-Length``; without, chunked encoding.
+        """
+        headers = {HEADER_PROPOSAL: proposal.to_header()}
+        if size is not None:
+            if size < 0:
+                raise ValueError("size: must be >= 0")
+            headers["Content-Length"] = str(size)
+        if sha256 is not None:
+            headers[HEADER_SHA256] = sha256
+        path = PATH_OBJECT.format(object_id=proposal.object_id())
+        async with self._request(
+            "deposit", "PUT", path, expect=201, headers=headers, content=body
+        ) as response:
+            obj = await self._read_json("deposit", response)
+        with _mapped(self.index, "deposit"):
+            return DepositResult.from_json_obj(obj, n=proposal.n)
+
+    async def meta(self, object_id: str) -> ObjectMeta:
+        _check_object_id(object_id)
+        path = PATH_OBJECT.format(object_id=object_id)
+        async with self._request("meta", "GET", path, expect=200) as response:
+            obj = await self._read_json("meta", response)
+        with _mapped(self.index, "meta"):
+            return ObjectMeta.from_json_obj(obj)
+
+    @asynccontextmanager
+    async def slice(self, object_id: str, from_segment: int = 0) -> AsyncIterator[SliceStream]:
+        """Open the node's slice of ``object_id`` from segment ``from_segment`` on."""
+        _check_object_id(object_id)
+        if not isinstance(from_segment, int) or from_segment < 0:
+            raise ValueError("from_segment: must be an integer >= 0")
+        path = PATH_SLICE.format(object_id=object_id)
+        params = {"from_segment": str(from_segment)} if from_segment else {}
+        async with self._request("slice", "GET", path, expect=200, params=params) as response:
+            yield self._slice_stream(response, from_segment)
+
+    def _slice_stream(self, response: httpx.Response, from_segment: int) -> SliceStream:
+        def header_int(name: str) -> int:
+            text = response.headers.get(name, "")
+            if not text.isdigit() or len(text) > 18:
+                raise BadNodeAnswer(self.index, "slice", f"header {name} is {text!r}")
+            return int(text)
+
+        slice_index = header_int(HEADER_SLICE_INDEX)
+        leaves_bytes = header_int(HEADER_LEAVES_BYTES)
+        segment_count = header_int(HEADER_SEGMENT_COUNT)
+        fv_hex = response.headers.get(HEADER_FV_HASH, "")
+        if not is_object_id(fv_hex):  # the same shape: 64 lowercase hex digits
+            raise BadNodeAnswer(self.index, "slice", f"header {HEADER_FV_HASH} is {fv_hex!r}")
+        if leaves_bytes != 32 * segment_count:
+            raise BadNodeAnswer(
+                self.index,
+                "slice",
+                f"{leaves_bytes} leaf bytes for {segment_count} segments (expected 32 each)",
+            )
+        if from_segment > segment_count:
+            raise BadNodeAnswer(
+                self.index, "slice", f"served from segment {from_segment} of {segment_count}"
+            )
+        return SliceStream(
+            self.index,
+            response,
+            slice_index=slice_index,
+            leaves_bytes=leaves_bytes,
+            fv_hash=bytes.fromhex(fv_hex),
+            segment_count=segment_count,
+            from_segment=from_segment,
+        )
+
+    async def delete(self, object_id: str) -> None:
+        _check_object_id(object_id)
+        path = PATH_OBJECT.format(object_id=object_id)
+        async with self._request("delete", "DELETE", path, expect=204) as response:
+            await response.aread()
+
+
+def _check_object_id(object_id: str) -> None:
+    if not is_object_id(object_id):
+        raise ValueError("object_id: must be 64 lowercase hex digits")
+
+
+# --- all nodes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    index: int
+    url: str
+    tls_name: str | None = None
+
+
+class NodeSet:
+    """The shared HTTP client and one :class:`NodeClient` per node.  Close with :meth:`aclose`.
+
+    ``transport`` replaces the network (tests pass ``httpx.MockTransport`` or an ASGI transport).
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[NodeAddress],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        timeouts: Timeouts | None = None,
+        limits: PoolLimits | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        indices = [node.index for node in nodes]
+        if len(set(indices)) != len(indices) or not indices:
+            raise ValueError("nodes: need at least one node, each index once")
+        self.timeouts = timeouts or Timeouts()
+        self._http = httpx.AsyncClient(
+            http1=True,
+            http2=False,
+            verify=ssl_context if ssl_context is not None else True,
+            timeout=self.timeouts.to_httpx(),
+            limits=(limits or PoolLimits()).to_httpx(),
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,
+            # Slices are incompressible and compression would only cost CPU on both ends.
+            headers={"Accept-Encoding": "identity"},
+        )
+        self.clients: dict[int, NodeClient] = {
+            node.index: NodeClient(node.index, node.url, self._http, tls_name=node.tls_name)
+            for node in sorted(nodes, key=lambda node: node.index)
+        }
+
+    def __getitem__(self, index: int) -> NodeClient:
+        return self.clients[index]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> NodeSet:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
