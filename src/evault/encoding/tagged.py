@@ -34,6 +34,8 @@ TAGS: Final[dict[str, str]] = {
     "unwrap-request": "evault/unwrap-request/v1",
     "stream-header": "evault/stream-header/v1",
     "stream-payload": "evault/stream-payload/v1",
+    # threshold RSA receipts (issue 3): see evault.crypto.threshold_rsa
+    "rsa-key-id": "evault/threshold-rsa-key-id/v1",
 }
 
 _prefix_cache: dict[str, bytes] = {}
