@@ -228,8 +228,13 @@ def parse_duration(text: str, *, param: str = "duration") -> timedelta:
             f"(units w, d, h), got {text!r}"
         )
     total = timedelta()
-    for amount, unit in _DURATION_PART.findall(text):
-        total += int(amount) * _DURATION_UNITS[unit]
+    try:
+        for amount, unit in _DURATION_PART.findall(text):
+            total += int(amount) * _DURATION_UNITS[unit]
+    except OverflowError:
+        raise ValueError(
+            f"{param} is too long (at most {timedelta.max.days} days), got {text!r}"
+        ) from None
     if total <= timedelta():
         raise ValueError(f"{param} must be longer than zero, got {text!r}")
     return total
