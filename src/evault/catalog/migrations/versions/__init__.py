@@ -1,0 +1,1 @@
+"""Catalog schema revisions, one file each, applied in order by ``Catalog.migrate()``."""
