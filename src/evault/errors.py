@@ -721,3 +721,142 @@ class DepositCancelled(ObjectMissing):
         super().__init__(object_id)
         self.message = f"the deposit of object {object_id} was cancelled by a delete"
         self.args = (self.message,)
+
+
+# --- client: the evault CLI (evault.client, evault.cli_client) ---
+# ConfigError
+# └── NotLoggedIn           no token stored for this client configuration
+# TransportError
+# └── GatewayUnreachable    no configured gateway answered (each URL with its reason)
+# ProtocolError
+# └── BadGatewayAnswer      a gateway answered something the public API forbids
+# CryptoError
+# └── ReceiptRejected       a receipt does not vouch for what the client holds
+# FormatError
+# └── PageFormatError       an HTML page breaks the minimal-client contract (docs/cli.md)
+# EvaultError
+# ├── GatewayRefused        a gateway answered a JSON error: HTTP status, its code, its sentence
+# ├── ContentMismatch       bytes do not hash to (or are not as long as) what a receipt signs
+# └── BatchFailed           some items of a batch failed; each was reported on its own
+
+
+class NotLoggedIn(ConfigError):
+    code = "not_logged_in"
+
+    def __init__(self, token_file: str) -> None:
+        self.token_file = token_file
+        super().__init__(
+            f"not logged in (no token in {token_file}): run `evault login` first",
+            token_file=token_file,
+        )
+
+
+class GatewayUnreachable(TransportError):
+    """Every configured gateway failed; ``attempts`` maps each URL to why."""
+
+    code = "gateway_unreachable"
+
+    def __init__(self, attempts: Mapping[str, str]) -> None:
+        self.attempts = dict(attempts)
+        tried = "; ".join(f"{url}: {why}" for url, why in self.attempts.items())
+        super().__init__(
+            f"no gateway answered ({tried})" if tried else "no gateway is configured",
+            attempts=self.attempts,
+        )
+
+
+class BadGatewayAnswer(ProtocolError):
+    code = "bad_gateway_answer"
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"the gateway {url} answered badly: {reason}", url=url, reason=reason)
+
+
+class ReceiptRejected(CryptoError):
+    """A receipt for ``what`` (a document and version, or a file) is not accepted: ``reason``."""
+
+    code = "receipt_rejected"
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"the receipt for {what} is rejected: {reason}", what=what, reason=reason)
+
+
+class PageFormatError(FormatError):
+    code = "page_format_error"
+
+    def __init__(self, page: str, reason: str) -> None:
+        self.page = page
+        self.reason = reason
+        super().__init__(f"page {page}: {reason}", page=page, reason=reason)
+
+
+class GatewayRefused(EvaultError):
+    """The gateway answered ``status`` with the public API's error ``api_code`` and sentence."""
+
+    code = "gateway_refused"
+
+    def __init__(
+        self, status: int, api_code: str, api_message: str, details: Mapping[str, Any] | None
+    ) -> None:
+        self.status = status
+        self.api_code = api_code
+        self.api_message = api_message
+        super().__init__(
+            f"the gateway refused: {api_message} (HTTP {status} {api_code})",
+            status=status,
+            api_code=api_code,
+            api_message=api_message,
+            api_details=dict(details or {}),
+        )
+
+
+class ContentMismatch(EvaultError):
+    """``what`` does not match its receipt; sizes and hex SHA-256 digests as found."""
+
+    code = "content_mismatch"
+
+    def __init__(
+        self,
+        what: str,
+        expected_sha256: str,
+        actual_sha256: str | None,
+        expected_size: int,
+        actual_size: int,
+    ) -> None:
+        self.what = what
+        self.expected_sha256 = expected_sha256
+        self.actual_sha256 = actual_sha256
+        self.expected_size = expected_size
+        self.actual_size = actual_size
+        if actual_size != expected_size:
+            problem = f"{actual_size} bytes instead of the {expected_size} its receipt signs"
+        else:
+            problem = f"SHA-256 {actual_sha256} instead of the receipt's {expected_sha256}"
+        super().__init__(
+            f"{what} does not match its receipt: {problem}",
+            what=what,
+            expected_sha256=expected_sha256,
+            actual_sha256=actual_sha256,
+            expected_size=expected_size,
+            actual_size=actual_size,
+        )
+
+
+class BatchFailed(EvaultError):
+    code = "batch_failed"
+
+    def __init__(self, operation: str, failed: int, total: int, first: str) -> None:
+        self.operation = operation
+        self.failed = failed
+        self.total = total
+        super().__init__(
+            f"{operation}: {failed} of {total} failed (first: {first})",
+            operation=operation,
+            failed=failed,
+            total=total,
+            first=first,
+        )
