@@ -1,0 +1,772 @@
+"""The gateway's public HTTPS API, ``/api/v1`` (spec: ``docs/spec/public-api.md``).
+
+A thin adapter: it authenticates the caller, checks the request's shape, and hands the work
+to the catalog (users, tokens, listings, receipts) and to the vault service (deposit,
+retrieve, delete).  It holds no algorithm of its own.
+
+Threads and the event loop
+    The catalog is synchronous (SQLAlchemy Core on a pool of open connections); every call to
+    it runs in the thread pool, so a slow query or an Argon2 hash never stalls other requests.
+    Bodies are streamed in both directions: a deposit passes the request body to the service
+    chunk by chunk, with the size limit and an idle time-out enforced as it flows; a retrieval
+    streams what the service rebuilds.
+
+Names with ``/``
+    A document name may contain ``/`` (backups mirror paths), so the routes take the name as
+    a path and the sub-resources ``/receipt`` and ``/versions`` are matched first.  To keep
+    that unambiguous, a name whose last segment is ``receipt`` or ``versions`` is refused
+    (``400 bad_name``) on every route: ``GET /api/v1/documents/a/receipt`` is always the
+    receipt of ``a``, never the document ``a/receipt``.
+
+Other users' documents
+    Every catalog look-up is scoped to the authenticated owner, so another user's document is
+    simply not there: ``404 not_found``, the same answer as for a name nobody uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final, Protocol
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from evault.catalog import validate_document_name
+from evault.catalog.records import DocumentSummary, VersionRecord
+from evault.errors import (
+    AuthFailed,
+    BadName,
+    BodyTimeout,
+    DocumentTooLarge,
+    EvaultError,
+    PublicRequestError,
+)
+
+log = logging.getLogger("evault.gateway.api")
+
+API_PREFIX: Final = "/api/v1"
+#: Last path segments that name sub-resources of a document, hence never a document's own.
+RESERVED_LAST_SEGMENTS: Final = ("receipt", "versions")
+DEFAULT_TOKEN_TTL_S: Final = 24 * 3600
+#: JSON request bodies are small (a log-in, a registration); bigger ones are refused unread.
+MAX_JSON_BODY_BYTES: Final = 64 * 1024
+#: A deposit whose client sends no byte for this long is abandoned (slow-loris defence).
+BODY_IDLE_TIMEOUT_S: Final = 60.0
+#: Version numbers are SQL INTEGERs in the catalog.
+MAX_VERSION: Final = 2**31 - 1
+#: Longest reason per faulty node repeated in a response header.
+MAX_HEADER_REASON_CHARS: Final = 200
+
+HEADER_SHA256: Final = "Evault-Sha256"
+HEADER_VERSION: Final = "Evault-Version"
+HEADER_FAULTY: Final = "Evault-Faulty-Nodes"
+#: Set by the auth dependency for the access log (never the token itself).
+SCOPE_USER_KEY: Final = "evault.user"
+
+_SHA256_PATTERN: Final = r"^[0-9a-fA-F]{64}$"
+
+
+# --- the seams: what the API needs from the catalog and the vault service ------------------
+
+
+class CatalogPort(Protocol):
+    """The part of :class:`evault.catalog.Catalog` the API calls (all synchronous)."""
+
+    def create_user(self, user_id: str, password: str, name: str, contact: str) -> None: ...
+
+    def authenticate(self, user_id: str, password: str) -> str: ...
+
+    def issue_token(self, user_id: str, ttl_s: float, kind: Any = "api") -> str: ...
+
+    def resolve_token(self, token: str) -> str: ...
+
+    def revoke_token(self, token: str) -> bool: ...
+
+    def get_version(self, owner: str, name: str, version: int | None = None) -> VersionRecord: ...
+
+    def list_versions(self, owner: str, name: str) -> list[VersionRecord]: ...
+
+    def list_documents(self, owner: str) -> list[DocumentSummary]: ...
+
+
+class DepositOutcomePort(Protocol):
+    version: int
+    size: int
+    sha256: str
+    statement: bytes
+    signature: bytes
+    faulty: Mapping[int, str]
+    failed: Mapping[int, str]
+
+
+class RetrievalPort(Protocol):
+    """A retrieval under way: facts settled before the first byte, then the bytes.
+
+    Iterating yields the document's bytes; the service verifies each segment before it
+    yields it and raises (an ``EvaultError``) if the whole document's SHA-256 does not match.
+    """
+
+    record: VersionRecord
+    size: int
+    faulty: Mapping[int, str]
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+class VaultServicePort(Protocol):
+    """The part of :class:`evault.gateway.service.VaultService` the API calls."""
+
+    async def deposit(
+        self,
+        owner: str,
+        name: str,
+        body: AsyncIterator[bytes],
+        *,
+        size: int | None,
+        sha256: str | None,
+        encrypted: bool = False,
+    ) -> DepositOutcomePort: ...
+
+    async def retrieve(
+        self, owner: str, name: str, version: int | None = None
+    ) -> RetrievalPort: ...
+
+    async def delete(self, owner: str, name: str, version: int) -> Any: ...
+
+
+@dataclass(frozen=True)
+class VaultInfo:
+    """The vault's public facts, read once at start-up."""
+
+    vault_id: str
+    n: int
+    m: int
+    k: int
+    t: int
+    codec: str
+    segment_bytes: int
+    fingerprint_scheme: str
+    public_key_pem: str
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Everything the handlers need, kept on ``app.state.evault``."""
+
+    info: VaultInfo
+    catalog: CatalogPort
+    service: VaultServicePort
+    max_document_bytes: int
+    token_ttl_s: int = DEFAULT_TOKEN_TTL_S
+    body_idle_timeout_s: float = BODY_IDLE_TIMEOUT_S
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+
+def settings(request: Request) -> ApiSettings:
+    value = request.app.state.evault
+    if not isinstance(value, ApiSettings):
+        raise TypeError("app.state.evault: expected ApiSettings (use create_app)")
+    return value
+
+
+Settings = Annotated[ApiSettings, Depends(settings)]
+
+
+# --- request and response bodies ----------------------------------------------------------
+
+
+def _no_lone_surrogates(value: str) -> str:
+    # JSON's \ud800 escapes decode to lone surrogates, which are not text and cannot be
+    # stored or hashed as UTF-8; refuse them as a schema violation rather than crash later.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode text (no unpaired surrogates)") from exc
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_lone_surrogates)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserCreate(_Strict):
+    user_id: Text = Field(max_length=256, description="3–64 of a-z 0-9 . _ -, case-insensitive.")
+    password: Text = Field(max_length=4096, description="8–1024 characters.")
+    name: Text = Field(max_length=1024, description="Full name, 1–200 characters.")
+    contact: Text = Field(
+        max_length=1024, description="How to reach the user (e-mail, phone); may be empty."
+    )
+
+
+class UserCreated(BaseModel):
+    user_id: str = Field(description="The stored (lower-case) user id.")
+
+
+class TokenCreate(_Strict):
+    user_id: Text = Field(max_length=256)
+    password: Text = Field(max_length=4096)
+
+
+class TokenIssued(BaseModel):
+    token: str = Field(description="Send as `Authorization: Bearer <token>`; shown only once.")
+    token_type: str = Field(default="bearer")
+    expires_at: str = Field(description="RFC 3339 UTC.")
+
+
+class VaultOut(BaseModel):
+    vault_id: str
+    n: int
+    m: int
+    k: int
+    t: int
+    codec: str
+    segment_bytes: int
+    fingerprint_scheme: str
+    public_key_pem: str = Field(description="RSA public key (PEM) that verifies every receipt.")
+
+
+class ReceiptBytes(BaseModel):
+    statement: str = Field(description="Base64 of the exact signed statement bytes.")
+    signature: str = Field(description="Base64 of the RSASSA-PSS signature over `statement`.")
+
+
+class DepositOut(BaseModel):
+    name: str
+    version: int
+    size: int
+    sha256: str = Field(description="Lower-case hex SHA-256 of the document.")
+    receipt: ReceiptBytes
+    faulty_nodes: dict[str, str] = Field(
+        description="Nodes caught misbehaving during this deposit (node index → reason)."
+    )
+    failed_nodes: dict[str, str] = Field(
+        description="Nodes that did not take part (down, slow, refused): node index → reason."
+    )
+
+
+class ReceiptOut(BaseModel):
+    name: str
+    version: int
+    size: int
+    sha256: str
+    statement: str = Field(description="Base64 of the exact signed statement bytes.")
+    signature: str = Field(description="Base64 of the RSASSA-PSS signature over `statement`.")
+
+
+class DocumentOut(BaseModel):
+    name: str
+    latest_version: int
+    size: int = Field(description="Size of the latest version in bytes.")
+    sha256: str
+    deposited_at: str
+    version_count: int
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentOut]
+
+
+class VersionOut(BaseModel):
+    version: int
+    size: int
+    sha256: str
+    deposited_at: str
+    encrypted: bool
+
+
+class VersionList(BaseModel):
+    name: str
+    versions: list[VersionOut]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code (see the error table).")
+    message: str = Field(description="One sentence for a human.")
+    details: dict[str, Any] | None = Field(default=None, description="Facts, when there are any.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "Bad input (`bad_name`, `bad_password`, `malformed_json`, `bad_request`).",
+        401: "Missing, invalid, expired or revoked bearer token, or wrong password.",
+        404: "No such document or version for this user.",
+        408: "The request body stalled (`body_timeout`).",
+        409: "Conflict (`user_exists`, `digest_mismatch`).",
+        413: "Body over the limit (`too_large`).",
+        422: "The request breaks the operation's schema (`invalid_request`).",
+        502: "Nodes answered wrongly (named in `details`).",
+        503: "Too few nodes available (named in `details`).",
+        504: "A node timed out.",
+    }
+    return {
+        s: {"model": ErrorResponse, "description": descriptions.get(s, "Error.")} for s in statuses
+    }
+
+
+# --- authentication ---------------------------------------------------------------------------
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    bearerFormat="opaque token from POST /api/v1/tokens",
+    description="`Authorization: Bearer <token>`; tokens come from `POST /api/v1/tokens`.",
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: str
+    token: str
+
+
+async def current_caller(
+    request: Request,
+    s: Settings,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    if credentials is None:
+        raise AuthFailed("this request needs a bearer token: Authorization: Bearer <token>")
+    token = credentials.credentials
+    user_id = await run_in_threadpool(s.catalog.resolve_token, token)
+    request.scope[SCOPE_USER_KEY] = user_id
+    return Caller(user_id=user_id, token=token)
+
+
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+def check_api_document_name(name: str) -> str:
+    """The catalog's name rules, plus the reserved last segments (module docstring)."""
+    validate_document_name(name)
+    last = name.rsplit("/", 1)[-1]
+    if last in RESERVED_LAST_SEGMENTS:
+        raise BadName(
+            "document name",
+            f"its last segment {last!r} is reserved for the API's sub-resources "
+            f"({', '.join(RESERVED_LAST_SEGMENTS)})",
+            name,
+        )
+    return name
+
+
+NAME_DESCRIPTION: Final = (
+    "Document name: 1–255 characters, `/` allowed between non-empty segments (no `.` or `..`), "
+    "no control characters, last segment not `receipt` or `versions`. Percent-encode as usual."
+)
+DocName = Annotated[str, Path(description=NAME_DESCRIPTION)]
+VersionQuery = Annotated[
+    int | None,
+    Query(ge=1, le=MAX_VERSION, description="Version number; the latest when omitted."),
+]
+
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _nodes(reasons: Mapping[int, str]) -> dict[str, str]:
+    return {str(node): str(why) for node, why in sorted(reasons.items())}
+
+
+def faulty_nodes_header(reasons: Mapping[int, str]) -> str:
+    """Compact JSON, ASCII only: ``json.dumps`` escapes control characters and non-ASCII, so
+    a reason can never break the header (no CR/LF injection)."""
+    short = {
+        str(node): (why if len(why) <= MAX_HEADER_REASON_CHARS else why[:199] + "…")
+        for node, why in sorted(reasons.items())
+    }
+    return json.dumps(short, ensure_ascii=True, separators=(",", ":"))
+
+
+def _receipt_out(record: VersionRecord) -> ReceiptOut:
+    return ReceiptOut(
+        name=record.name,
+        version=record.version,
+        size=record.size,
+        sha256=record.sha256.hex(),
+        statement=_b64(record.statement),
+        signature=_b64(record.signature),
+    )
+
+
+# --- streaming the deposit body ---------------------------------------------------------------
+
+
+def declared_length(request: Request) -> int | None:
+    """The request's Content-Length, or None for a chunked body."""
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit():
+        raise PublicRequestError(f"Content-Length {raw!r} is not a whole number of bytes")
+    return int(raw)
+
+
+class _LimitedBody:
+    """The request body as an async iterator of chunks, with the size cap and the idle
+    time-out applied as it flows.  It remembers the error it raised so that the handler can
+    report it even if the service wraps it in an error of its own."""
+
+    def __init__(self, request: Request, limit_bytes: int, idle_timeout_s: float) -> None:
+        self._stream = request.stream()
+        self._limit = limit_bytes
+        self._idle_s = idle_timeout_s
+        self.received = 0
+        self.error: PublicRequestError | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                async with asyncio.timeout(self._idle_s):
+                    chunk = await anext(self._stream)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                self.error = BodyTimeout(self._idle_s, self.received)
+                raise self.error from None
+            self.received += len(chunk)
+            if self.received > self._limit:
+                self.error = DocumentTooLarge(self._limit, self.received, declared=False)
+                raise self.error
+            if chunk:
+                yield chunk
+
+
+# --- the routes -------------------------------------------------------------------------------
+
+router = APIRouter(prefix=API_PREFIX)
+
+_RAW_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "description": "The document's bytes, streamed as they are (any size up to the "
+        "gateway's `max_document_bytes`; chunked transfer encoding is accepted).",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+_BYTES_RESPONSE: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        "description": "The document's bytes, verified segment by segment as they stream. If a "
+        "failure is found after the headers went out, the connection is aborted: a response "
+        "that completes is always the right bytes.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            HEADER_VERSION: {"description": "Version served.", "schema": {"type": "integer"}},
+            HEADER_SHA256: {
+                "description": "Hex SHA-256 the receipt signs.",
+                "schema": {"type": "string"},
+            },
+            HEADER_FAULTY: {
+                "description": "JSON object node index → reason, for nodes found faulty "
+                "before the first byte.",
+                "schema": {"type": "string"},
+            },
+            "ETag": {"description": "The quoted SHA-256.", "schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.get("/vault", response_model=VaultOut, tags=["vault"], summary="The vault's public facts")
+async def get_vault(s: Settings) -> VaultOut:
+    i = s.info
+    return VaultOut(
+        vault_id=i.vault_id,
+        n=i.n,
+        m=i.m,
+        k=i.k,
+        t=i.t,
+        codec=i.codec,
+        segment_bytes=i.segment_bytes,
+        fingerprint_scheme=i.fingerprint_scheme,
+        public_key_pem=i.public_key_pem,
+    )
+
+
+@router.post(
+    "/users",
+    status_code=201,
+    response_model=UserCreated,
+    responses=_errors(400, 409, 413, 422),
+    tags=["users"],
+    summary="Register a user",
+)
+async def register(body: UserCreate, s: Settings) -> UserCreated:
+    await run_in_threadpool(
+        s.catalog.create_user, body.user_id, body.password, body.name, body.contact
+    )
+    # The catalog stores ids in lower case; echo the stored form.
+    return UserCreated(user_id=body.user_id.lower())
+
+
+@router.post(
+    "/tokens",
+    status_code=201,
+    response_model=TokenIssued,
+    responses=_errors(400, 401, 413, 422),
+    tags=["users"],
+    summary="Log in: exchange a user id and password for a bearer token",
+)
+async def log_in(body: TokenCreate, s: Settings) -> TokenIssued:
+    user_id = await run_in_threadpool(s.catalog.authenticate, body.user_id, body.password)
+    token = await run_in_threadpool(s.catalog.issue_token, user_id, s.token_ttl_s, "api")
+    expires = s.clock() + timedelta(seconds=s.token_ttl_s)
+    return TokenIssued(token=token, expires_at=_time(expires))
+
+
+@router.delete(
+    "/tokens/current",
+    status_code=204,
+    responses=_errors(401),
+    tags=["users"],
+    summary="Log out: revoke the token this request carries",
+)
+async def log_out(caller: CurrentCaller, s: Settings) -> Response:
+    await run_in_threadpool(s.catalog.revoke_token, caller.token)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/documents",
+    response_model=DocumentList,
+    responses=_errors(401),
+    tags=["documents"],
+    summary="List the caller's documents",
+)
+async def list_documents(caller: CurrentCaller, s: Settings) -> DocumentList:
+    summaries = await run_in_threadpool(s.catalog.list_documents, caller.user_id)
+    return DocumentList(
+        documents=[
+            DocumentOut(
+                name=d.name,
+                latest_version=d.latest_version,
+                size=d.size,
+                sha256=d.sha256.hex(),
+                deposited_at=_time(d.deposited_at),
+                version_count=d.version_count,
+            )
+            for d in summaries
+        ]
+    )
+
+
+# The two sub-resource routes come before the bare document routes: "{name:path}" would
+# otherwise swallow the "/receipt" or "/versions" suffix into the name.
+
+
+@router.get(
+    "/documents/{name:path}/receipt",
+    response_model=ReceiptOut,
+    responses=_errors(400, 401, 404, 422),
+    tags=["documents"],
+    summary="The receipt of a version (the latest by default)",
+)
+async def get_receipt(
+    name: DocName, caller: CurrentCaller, s: Settings, version: VersionQuery = None
+) -> ReceiptOut:
+    check_api_document_name(name)
+    record = await run_in_threadpool(s.catalog.get_version, caller.user_id, name, version)
+    return _receipt_out(record)
+
+
+@router.get(
+    "/documents/{name:path}/versions",
+    response_model=VersionList,
+    responses=_errors(400, 401, 404, 422),
+    tags=["documents"],
+    summary="The stored versions of a document, oldest first",
+)
+async def list_versions(name: DocName, caller: CurrentCaller, s: Settings) -> VersionList:
+    check_api_document_name(name)
+    records = await run_in_threadpool(s.catalog.list_versions, caller.user_id, name)
+    return VersionList(
+        name=name,
+        versions=[
+            VersionOut(
+                version=r.version,
+                size=r.size,
+                sha256=r.sha256.hex(),
+                deposited_at=_time(r.deposited_at),
+                encrypted=r.encrypted,
+            )
+            for r in records
+        ],
+    )
+
+
+@router.put(
+    "/documents/{name:path}",
+    status_code=201,
+    response_model=DepositOut,
+    responses=_errors(400, 401, 408, 409, 413, 422, 502, 503, 504),
+    openapi_extra=_RAW_BODY,
+    tags=["documents"],
+    summary="Deposit a new version of a document; answers with its receipt",
+)
+async def deposit(
+    request: Request,
+    name: DocName,
+    caller: CurrentCaller,
+    s: Settings,
+    evault_sha256: Annotated[
+        str | None,
+        Header(
+            alias=HEADER_SHA256,
+            pattern=_SHA256_PATTERN,
+            description="The client's hex SHA-256 of the body; the deposit is refused "
+            "(409 digest_mismatch) if the body hashes differently.",
+        ),
+    ] = None,
+) -> DepositOut:
+    check_api_document_name(name)
+    size = declared_length(request)
+    if size is not None and size > s.max_document_bytes:
+        raise DocumentTooLarge(s.max_document_bytes, size, declared=True)
+    body = _LimitedBody(request, s.max_document_bytes, s.body_idle_timeout_s)
+    try:
+        outcome = await s.service.deposit(
+            caller.user_id,
+            name,
+            aiter(body),
+            size=size,
+            sha256=evault_sha256.lower() if evault_sha256 is not None else None,
+        )
+    except Exception:
+        if body.error is not None:
+            # The body's own failure is what the client must hear, whatever the service made
+            # of it on its way out.
+            raise body.error from None
+        raise
+    return DepositOut(
+        name=name,
+        version=outcome.version,
+        size=outcome.size,
+        sha256=outcome.sha256,
+        receipt=ReceiptBytes(statement=_b64(outcome.statement), signature=_b64(outcome.signature)),
+        faulty_nodes=_nodes(outcome.faulty),
+        failed_nodes=_nodes(outcome.failed),
+    )
+
+
+@router.get(
+    "/documents/{name:path}",
+    response_class=StreamingResponse,
+    responses={**_BYTES_RESPONSE, **_errors(400, 401, 404, 422, 502, 503, 504)},
+    tags=["documents"],
+    summary="Retrieve a version's bytes (the latest by default)",
+)
+async def retrieve(
+    name: DocName, caller: CurrentCaller, s: Settings, version: VersionQuery = None
+) -> StreamingResponse:
+    check_api_document_name(name)
+    retrieval = await s.service.retrieve(caller.user_id, name, version)
+    chunks = aiter(retrieval)
+    # Pull the first (verified) chunk before any header goes out: a failure up to here is
+    # still a proper JSON error, and the faulty nodes found so far make it into the headers.
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+    except BaseException:
+        await _close(chunks)
+        raise
+    record = retrieval.record
+    headers = {
+        "Content-Length": str(retrieval.size),
+        HEADER_VERSION: str(record.version),
+        HEADER_SHA256: record.sha256.hex(),
+        HEADER_FAULTY: faulty_nodes_header(retrieval.faulty),
+        "ETag": f'"{record.sha256.hex()}"',
+    }
+    return StreamingResponse(
+        _rest_of_document(first, chunks, caller.user_id, name, record.version),
+        media_type="application/octet-stream",
+        headers=headers,
+    )
+
+
+async def _rest_of_document(
+    first: bytes, chunks: AsyncIterator[bytes], owner: str, name: str, version: int
+) -> AsyncIterator[bytes]:
+    """Yield the document; any failure propagates, and the server then aborts the connection
+    instead of finishing the response (the client sees a truncated transfer, never bytes we
+    could not vouch for)."""
+    try:
+        if first:
+            yield first
+        async for chunk in chunks:
+            if chunk:
+                yield chunk
+    except Exception as exc:
+        log.error(
+            "retrieval of %r version %d for %s failed after the headers were sent, "
+            "aborting the connection: %s",
+            name,
+            version,
+            owner,
+            exc,
+            exc_info=not isinstance(exc, EvaultError),
+        )
+        # Not an EvaultError: no handler may try to turn it into a response now.
+        raise StreamAborted(f"retrieval of {name!r} version {version} aborted: {exc}") from exc
+    finally:
+        await _close(chunks)
+
+
+class StreamAborted(Exception):
+    """A download failed after its headers went out; the server drops the connection."""
+
+
+async def _close(chunks: AsyncIterator[bytes]) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
+
+
+@router.delete(
+    "/documents/{name:path}",
+    status_code=204,
+    responses=_errors(400, 401, 404, 422, 502, 503, 504),
+    tags=["documents"],
+    summary="Delete one version of a document",
+)
+async def delete_version(
+    name: DocName,
+    caller: CurrentCaller,
+    s: Settings,
+    version: Annotated[int, Query(ge=1, le=MAX_VERSION, description="The version to delete.")],
+) -> Response:
+    check_api_document_name(name)
+    await s.service.delete(caller.user_id, name, version)
+    return Response(status_code=204)
+
+
+def route_paths() -> Sequence[str]:
+    """The OpenAPI path templates this router serves (used by the spec test)."""
+    return sorted({getattr(r, "path_format", "") for r in router.routes})

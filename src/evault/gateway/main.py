@@ -1,0 +1,180 @@
+"""``evault gateway --config FILE``: the gateway process.
+
+One process holds one catalog (one SQLAlchemy engine and its pool of open connections, the
+paper's §3 bottleneck avoided), one vault service (its pooled mutual-TLS connections to the
+nodes), and serves the public API over HTTPS with uvicorn.  Start-up order:
+
+1. read the config and the vault's public key (once; the API hands it out);
+2. migrate the catalog to the newest schema (idempotent; several gateways may race safely);
+3. bind the listening socket (so a port clash is reported before anything else starts);
+4. in the server's lifespan: fail the deposits a previous run left pending, then serve.
+
+SIGTERM or SIGINT stops accepting connections, lets requests in flight finish (at most
+``GRACEFUL_SHUTDOWN_S``), closes the node connections and the database pool, and exits.
+Access logs carry no secrets: no headers (tokens), no bodies (passwords).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import socket
+import ssl
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import uvicorn
+from fastapi import FastAPI
+
+from evault.catalog import Catalog
+from evault.config import GatewayConfig, load_gateway_config
+from evault.errors import ConfigError
+from evault.gateway.api import ApiSettings, VaultInfo, VaultServicePort
+from evault.gateway.app import create_app
+from evault.transport.tls import server_context
+
+log = logging.getLogger("evault.gateway")
+
+GRACEFUL_SHUTDOWN_S: Final = 30
+KEEP_ALIVE_S: Final = 75
+READY_MESSAGE: Final = "evault gateway: serving https://{host}:{port} (vault {vault})"
+
+
+def read_vault_info(config: GatewayConfig) -> VaultInfo:
+    """The vault's public facts; the public key file is read here, once."""
+    try:
+        pem = config.vault_public_key.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the vault public key {config.vault_public_key}: {exc}"
+        ) from exc
+    if "-----BEGIN PUBLIC KEY-----" not in pem:
+        raise ConfigError(f"{config.vault_public_key} is not a PEM public key")
+    c = config.cluster
+    return VaultInfo(
+        vault_id=config.vault,
+        n=c.n,
+        m=c.m,
+        k=c.k,
+        t=c.t,
+        codec=c.codec,
+        segment_bytes=c.segment_bytes,
+        fingerprint_scheme=c.fingerprint_scheme,
+        public_key_pem=pem,
+    )
+
+
+def make_service(config: GatewayConfig, catalog: Catalog) -> VaultServicePort:
+    """The vault service of ``evault.gateway.service`` (imported here, not at module load,
+    so that the API can be built and tested without the node transport)."""
+    module: Any = importlib.import_module("evault.gateway.service")
+    service: VaultServicePort = module.VaultService(config, catalog)
+    return service
+
+
+def _lifespan(service: Any, catalog: Catalog) -> Any:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        cleaned = service.cleanup_pending()
+        if inspect.isawaitable(cleaned):
+            cleaned = await cleaned
+        if cleaned:
+            log.info("failed %s deposit(s) left pending by an earlier run", cleaned)
+        try:
+            yield
+        finally:
+            close = getattr(service, "aclose", None) or getattr(service, "close", None)
+            if close is not None:
+                closing = close()
+                if inspect.isawaitable(closing):
+                    await closing
+            catalog.close()
+
+    return lifespan
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, announcing on stdout the address it really listens on (port 0 asks
+    the kernel for a free one) once the lifespan start-up is done."""
+
+    def __init__(self, config: uvicorn.Config, announce: str) -> None:
+        super().__init__(config)
+        self._announce = announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if not self.should_exit:
+            print(self._announce, flush=True)
+
+
+def run_gateway(config_path: str | Path, port: int | None = None) -> None:
+    """Run the gateway of ``config_path`` until SIGTERM/SIGINT; ``port`` overrides the
+    config's (0 = any free port, printed on stdout when ready)."""
+    if port is not None and (not isinstance(port, int) or not 0 <= port <= 65535):
+        raise ValueError(f"port: expected an int in [0, 65535], got {port!r}")
+    _configure_logging()
+    config = load_gateway_config(config_path)
+    info = read_vault_info(config)
+    tls = server_context(config.server_cert, config.server_key)
+    tls.set_alpn_protocols(["http/1.1"])
+    catalog = Catalog(config.database_url)
+    try:
+        catalog.migrate()
+        service = make_service(config, catalog)
+    except BaseException:
+        catalog.close()
+        raise
+    settings = ApiSettings(
+        info=info,
+        catalog=catalog,
+        service=service,
+        max_document_bytes=config.max_document_bytes,
+    )
+    app = create_app(settings, lifespan=_lifespan(service, catalog))
+    sock = _bind(config.host, config.port if port is None else port)
+    bound_host, bound_port = sock.getsockname()[:2]
+
+    def tls_factory(_config: uvicorn.Config, _default: Any) -> ssl.SSLContext:
+        return tls
+
+    server_config = uvicorn.Config(
+        app,
+        host=bound_host,
+        port=bound_port,
+        ssl_context_factory=tls_factory,
+        lifespan="on",
+        log_config=None,  # our logging set-up (below) applies to uvicorn's loggers too
+        access_log=False,  # replaced by evault.gateway.access, which never logs headers
+        server_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    announce = READY_MESSAGE.format(host=bound_host, port=bound_port, vault=info.vault_id)
+    server = _Server(server_config, announce)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
