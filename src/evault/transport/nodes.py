@@ -58,8 +58,6 @@ from evault.protocol.node_api import (
 
 #: Cap on any JSON answer a node sends (a deposit answer is a few KiB: statement, FV, share).
 MAX_ANSWER_BYTES: Final = 1024 * 1024
-#: Chunk size asked of the socket when streaming a slice.
-SLICE_READ_CHUNK_BYTES: Final = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -195,7 +193,9 @@ class SliceStream:
         self.fv_hash = fv_hash
         self.segment_count = segment_count
         self.from_segment = from_segment
-        self._chunks = response.aiter_bytes(SLICE_READ_CHUNK_BYTES)
+        self._chunks = (
+            response.aiter_bytes()
+        )  # as the network delivers: no waiting to fill a buffer
         self._buffer = bytearray()
         self._received = 0
 
