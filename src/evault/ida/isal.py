@@ -7,41 +7,40 @@ block layout of ``base.py`` (rows of ceil(L/m) bytes, last one zero-padded).  Bl
 header.  Slices 0..m-1 are the segment itself, so a retrieval with every data slice present costs
 one concatenation.  Maximum n = 256 (Cauchy points must be distinct bytes).
 
-Why this codec and this binding (measured on this machine, 2-core Xeon with AVX-512/GFNI, 1 MiB
-segment, (m, n) = (3, 5), MB/s of segment data; ``evault bench codec`` keeps the comparison):
+Why this codec and this binding.  Measured here (2-core Xeon with AVX-512 and GFNI, shared with
+other jobs, so figures vary by ±30 %): one 1 MiB segment at (m, n) = (3, 5), MB/s of segment data,
+best of 7 rounds; decode from slices 2, 3, 4 (two data slices missing)::
 
-==========================================  ========  ======================
-implementation                              encode    decode, 2 data missing
-==========================================  ========  ======================
-ISA-L ``ec_encode_data`` via ctypes (this)  ~5000     ~5000
-pyeclib ``isa_l_rs_cauchy`` (liberasurecode) ~4800     ~5400
-pyeclib ``isa_l_rs_vand``                    ~4900     ~5400
-pyeclib ``liberasurecode_rs_vand``           ~1050     ~720
-zfec 1.6                                     ~1050     ~1050
-``ida-ref/v1`` (pure Python, translate+XOR)  ~300      ~250
-==========================================  ========  ======================
+    implementation                                   encode   decode
+    ISA-L ec_encode_data via ctypes (this module)    ~11000   ~10700
+    pyeclib 1.8 isa_l_rs_cauchy (liberasurecode)      ~5000    ~5300
+    pyeclib 1.8 isa_l_rs_vand                         ~4700    ~3200-5400
+    pyeclib 1.8 liberasurecode_rs_vand                ~1040     ~720
+    zfec 1.6                                          ~1100    ~1100
+    ida-ref/v1 / fallback (pure Python)                ~450     ~435
 
-pyeclib's ISA-L backends are as fast on (3, 5) but not always (for (2, 3) pyeclib measured
-~1.1 GB/s against ~8 GB/s for the direct call), and every pyeclib fragment carries an 80-byte
-liberasurecode header (fragment index, sizes, backend id and version, a CRC of the header) that
-decoding *requires*.  Storing it would tie evault's on-disk slices to liberasurecode's header
-format, and it adds nothing evault needs: the index, sizes and codec are in the signed statement
-and the integrity check is the Merkle fingerprint.  liberasurecode also caps n at 32.  So we call
-the two stable functions of ISA-L's public API (``erasure_code.h``: ``ec_init_tables``,
-``ec_encode_data``, plus ``gf_invert_matrix`` for decoding) through ctypes, on the ISA-L that the
-pyeclib wheel bundles (or a system ``libisal``), and store bare blocks.  A test checks that our
-blocks equal the payload of pyeclib's ``isa_l_rs_cauchy`` fragments byte for byte, so the id
-really is "what ISA-L's Cauchy RS computes".
+pyeclib runs the same ISA-L kernels but copies every segment into aligned buffers and every
+fragment out again, and each fragment carries an 80-byte liberasurecode header (fragment index,
+sizes, backend id and version, a CRC of the header) that its decoder *requires*.  Storing that
+header would tie evault's stored slices to liberasurecode's header format while adding nothing
+evault needs: the index, sizes and codec are in the signed statement, and integrity is the Merkle
+fingerprint's job.  liberasurecode also caps n at 32.  So we call the stable functions of ISA-L's
+public API (``erasure_code.h``: ``ec_init_tables``, ``ec_encode_data``, and ``gf_invert_matrix``
+for decoding) through ctypes, on the ISA-L the pyeclib wheel bundles (or a system ``libisal``),
+and store bare blocks.  A test checks that our blocks equal the payloads of pyeclib's
+``isa_l_rs_cauchy`` fragments byte for byte, so the id really means "what ISA-L's Cauchy RS
+computes".  (Cauchy rather than ISA-L's Vandermonde: ``gf_gen_rs_matrix`` is not MDS for every
+(m, n), e.g. m=6 with 5 parity slices has a singular 6×6 choice; a Cauchy matrix always is.)
 
 The library is found and self-tested against the reference implementation the first time a codec
 is built; if it is missing or fails, the same code runs on :class:`ReferenceIDA` (same bytes, about
-15× slower), so data written with this id stays readable without any native library.
+25× slower), so data written with this id stays readable without any native library.
 ``isal_status()`` says which one is in use.
 
-ISA-L writes the parity rows into freshly allocated ``bytes`` objects (``PyBytes_FromStringAndSize``
-with a NULL source returns an uninitialised object that nobody else references yet, the standard
-way C code fills a new bytes object); this saves one copy of every parity block, about 15 % of the
-encode time at (3, 5).
+ISA-L writes the parity rows straight into freshly allocated ``bytes`` objects
+(``PyBytes_FromStringAndSize`` with a NULL source returns an uninitialised object that nobody else
+references yet, the usual way C code fills a new bytes object).  Against a zeroed ctypes buffer
+copied out with ``.raw`` this measured 10.4-11.3 GB/s instead of 3.8-6.4 GB/s for (3, 5) encoding.
 """
 
 from __future__ import annotations
@@ -79,6 +78,9 @@ _new_bytes.argtypes = [ctypes.c_char_p, ctypes.c_ssize_t]
 
 def _fresh(size: int) -> bytes:
     """A new, unshared, uninitialised bytes object of ``size`` bytes, for C code to fill."""
+    if size <= 0:
+        # CPython returns the shared empty-bytes singleton for 0: never hand that out to fill.
+        raise ValueError(f"size: must be positive, got {size}")
     obj: bytes = _new_bytes(None, size)
     return obj
 

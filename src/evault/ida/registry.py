@@ -7,7 +7,7 @@ Known ids (each names the bytes; see the codec's module for the full definition)
 ``rs-isal-cauchy/v1``  systematic RS, GF(2^8)/0x11D, ISA-L's Cauchy matrix; run by ISA-L,
                        pure-Python fallback with identical bytes.  The default.  n <= 256.
 ``ida-ref/v1``         systematic Cauchy IDA over the paper's field GF(2^8)/0x171, pure Python
-                       only (about 15× slower); for tests, and a codec with no native code.
+                       only (about 25× slower); for tests, and a codec with no native code.
 =====================  =====================================================================
 
 Rules for the future: an id is never reused for different bytes; a new construction or layout
