@@ -860,3 +860,25 @@ class BatchFailed(EvaultError):
             total=total,
             first=first,
         )
+
+
+# --- ida: dispersal and fingerprints (evault.ida), continued ------------------------------------
+
+
+class NoMatchingFingerprint(NoFingerprintQuorum, FingerprintMismatch):
+    """No source holds the fingerprint vector whose hash the receipt signs.
+
+    Both a ``NoFingerprintQuorum`` (no usable FV: retrieval cannot go on) and a
+    ``FingerprintMismatch`` (every FV received contradicts the receipt).
+    """
+
+    code = "no_matching_fingerprint"
+
+    def __init__(self, sources: int, distinct: int, expected_hex: str) -> None:
+        super().__init__(best=0, need=1, sources=sources)
+        self.message = (
+            f"none of the {sources} sources holds the fingerprint vector the receipt signs "
+            f"({distinct} different vectors received)"
+        )
+        self.args = (self.message,)
+        self.details.update(expected=expected_hex, distinct=distinct)

@@ -51,6 +51,7 @@ from evault.errors import (
     FingerprintMismatch,
     FormatError,
     NoFingerprintQuorum,
+    NoMatchingFingerprint,
     SliceCorrupt,
 )
 from evault.ida.base import MAX_N, BytesLike, as_view, check_int
@@ -392,10 +393,12 @@ def select_fv(
     """Settle on the FV to retrieve with (DESIGN §6).
 
     With ``expected_hash`` (from a verified receipt): the candidate whose ``fv_hash`` equals it,
-    however few sources sent it (the receipt's signature vouches for it); ``FingerprintMismatch``
-    if none does.  Without: the one vector sent by at least t+1 sources.  With at most t liars
-    among the sources at least one of those t+1 is honest, and honest nodes all hold the same FV,
-    so this is the true one; ``NoFingerprintQuorum`` if no vector has t+1 votes, and
+    however few sources sent it (the receipt's signature vouches for it); ``NoMatchingFingerprint``
+    (both a ``NoFingerprintQuorum`` and a ``FingerprintMismatch``) if none does.
+
+    Without: the one vector sent by at least t+1 sources.  With at most t liars among the
+    sources, at least one of those t+1 is honest, and honest nodes all hold the same FV, so this
+    is the true one; ``NoFingerprintQuorum`` if no vector has t+1 votes, and
     ``ConflictingFingerprints`` (a subclass) if two have, which means more than t sources lie.
     ``None`` marks a source that sent no (usable) vector: it is reported as missing, not as
     disagreeing.
@@ -425,12 +428,7 @@ def select_fv(
             (fv for fv in votes if hmac.compare_digest(fv.fv_hash(), expected_hash)), None
         )
         if chosen is None:
-            raise FingerprintMismatch(
-                f"none of the {len(candidates)} sources holds the fingerprint vector the receipt "
-                f"signs ({len(votes)} different vectors received)",
-                expected=expected_hash.hex(),
-                sources=len(candidates),
-            )
+            raise NoMatchingFingerprint(len(candidates), len(votes), expected_hash.hex())
     else:
         need = t + 1
         qualified = [fv for fv, count in votes.items() if count >= need]
