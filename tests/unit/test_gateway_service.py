@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +33,7 @@ from evault.errors import (
     NotFound,
     WrongState,
 )
-from evault.gateway.service import DepositOutcome, VaultService
+from evault.gateway.service import DepositOutcome, ReceiptCombiner, VaultService
 from evault.ida import DEFAULT_CODEC_ID, StreamEncoder, get_codec
 from evault.ida.fingerprint import (
     FINGERPRINT_SCHEME,
@@ -238,7 +238,8 @@ class FakeNode:
     objects: dict[str, StoredObject] = field(default_factory=dict)
     log: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     body_bytes_read: int = 0
-    forever: asyncio.Event | None = None
+    #: makes this node's signature share (default: the fake scheme FakeCombiner checks)
+    sign: Callable[[int, bytes], WireShare] | None = None
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         self.log.append((request.method, request.url.path, dict(request.url.params)))
@@ -305,8 +306,13 @@ class FakeNode:
         sent_fv = roots if not self.faults.bad_fv else (bytes(32), *roots[1:])
         leaves = fingerprints.slices[j].leaves()
         self.objects[oid] = StoredObject(statement, tuple(roots), leaves, mine)
-        value = fake_share_value(statement, self.index) + (1 if self.faults.bad_share else 0)
-        answer = DepositResult(self.index, statement, WireShare(self.index, value, 1, 1), sent_fv)
+        if self.sign is not None:
+            share = self.sign(self.index, statement)
+        else:
+            share = WireShare(self.index, fake_share_value(statement, self.index), 1, 1)
+        if self.faults.bad_share:
+            share = replace(share, value=share.value + 1)
+        answer = DepositResult(self.index, statement, share, sent_fv)
         return httpx.Response(201, json=answer.to_json_obj())
 
     def _meta(self, obj: StoredObject) -> httpx.Response:
@@ -358,11 +364,13 @@ class FakeCluster(httpx.AsyncBaseTransport):
 
 
 class Harness:
-    def __init__(self, params: ClusterParams, **service_kwargs: Any) -> None:
+    def __init__(
+        self, params: ClusterParams, combiner: ReceiptCombiner | None = None, **service_kwargs: Any
+    ) -> None:
         self.params = params
         self.nodes = {i: FakeNode(i, params) for i in range(1, params.n + 1)}
         self.catalog = FakeCatalog()
-        self.combiner = FakeCombiner(params.k)
+        self.combiner: Any = combiner or FakeCombiner(params.k)
         self.service_kwargs = service_kwargs
 
     def service(self) -> VaultService:
@@ -372,7 +380,7 @@ class Harness:
             timeouts=Timeouts(connect_s=5, read_s=5, write_s=5, pool_s=5),
         )
         kwargs: dict[str, Any] = {"node_timeout_s": 5.0, **self.service_kwargs}
-        return VaultService(
+        return VaultService.from_parts(
             vault=VAULT,
             cluster=self.params,
             nodes=node_set,

@@ -368,7 +368,11 @@ def test_unreachable_port_is_node_unreachable() -> None:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("pki")
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def make_pki(d: Path) -> dict[str, Path]:
+    """A cluster CA, node-1's server certificate and the gateway's client certificate."""
     now = dt.datetime.now(dt.UTC)
     ca_key, ca_cert = tls.generate_ca("test-ca", now=now)
     out = {"ca": d / "ca.pem"}

@@ -46,7 +46,7 @@ from typing import Any, Protocol, TypeVar
 
 from evault.catalog.names import canonical_user_id
 from evault.catalog.records import PendingVersion, VersionRecord
-from evault.config import ClusterParams
+from evault.config import ClusterParams, GatewayConfig
 from evault.errors import (
     BadNodeAnswer,
     BadRequestLength,
@@ -69,7 +69,8 @@ from evault.ida import Layout
 from evault.ida.fingerprint import FingerprintVector, SliceVerifier, leaves_from_bytes
 from evault.protocol.node_api import DepositResult, ObjectMeta, Proposal, WireShare, object_id
 from evault.protocol.statement import Statement, format_time
-from evault.transport.nodes import NodeClient, NodeSet
+from evault.transport import tls
+from evault.transport.nodes import NodeAddress, NodeClient, NodeSet, Timeouts
 
 log = logging.getLogger("evault.gateway")
 
@@ -221,13 +222,43 @@ class Retrieval:
 class VaultService:
     """Deposit, retrieve, delete and clean up documents on the nodes.  See the module docstring.
 
-    ``nodes``: one client per node index 1..n (a :class:`NodeSet`, which the service closes in
-    :meth:`aclose`, or a plain mapping).  ``clock``: timezone-aware now, for ``deposited_at``.
-    ``t``: liars tolerated (default from (n, m, k)), used when no receipt settles an FV.
+    ``VaultService(config, catalog)`` builds everything from the gateway's config: one pooled
+    mutual-TLS client for the nodes, the threshold public key, the time-outs.  Tests assemble
+    one from explicit parts with :meth:`from_parts`.
     """
 
     def __init__(
-        self,
+        self, config: GatewayConfig, catalog: CatalogPort, *, clock: Clock | None = None
+    ) -> None:
+        from evault.gateway.receipts import ThresholdCombiner  # threshold RSA: gmpy2 and co.
+
+        combiner = ThresholdCombiner.from_files(
+            config.threshold_public, config.vault_public_key, n=config.cluster.n, k=config.cluster.k
+        )
+        timeout_s = config.node_timeout_s
+        nodes = NodeSet(
+            [NodeAddress(e.index, e.url, e.tls_name) for e in config.nodes],
+            ssl_context=tls.client_context(config.ca_cert, config.client_cert, config.client_key),
+            timeouts=Timeouts(
+                connect_s=min(10.0, timeout_s),
+                read_s=timeout_s,
+                write_s=timeout_s,
+                pool_s=timeout_s,
+            ),
+        )
+        self._setup(
+            vault=config.vault,
+            cluster=config.cluster,
+            nodes=nodes,
+            catalog=catalog,
+            combiner=combiner,
+            clock=clock,
+            node_timeout_s=timeout_s,
+        )
+
+    @classmethod
+    def from_parts(
+        cls,
         *,
         vault: str,
         cluster: ClusterParams,
@@ -236,6 +267,47 @@ class VaultService:
         combiner: ReceiptCombiner,
         clock: Clock | None = None,
         node_timeout_s: float = 30.0,
+        stall_timeout_s: float | None = None,
+        slow_node_s: float | None = None,
+        queue_chunks: int = 8,
+        catalog_in_thread: bool = True,
+    ) -> VaultService:
+        """A service from explicit parts.
+
+        ``nodes``: one client per node index 1..n (a :class:`NodeSet`, which the service closes
+        in :meth:`aclose`, or a plain mapping).  ``clock``: timezone-aware now, for
+        ``deposited_at``.  ``stall_timeout_s``: how long a node may leave its deposit queue
+        full before it is dropped; ``slow_node_s``: how long a retrieval waits for a node's
+        next block before replacing it (both default to ``node_timeout_s``).
+        ``queue_chunks``: chunks buffered per node during a deposit (pieces of at most
+        ``MAX_PIECE_BYTES``).  ``catalog_in_thread``: run catalog calls in a worker thread.
+        """
+        self = cls.__new__(cls)
+        self._setup(
+            vault=vault,
+            cluster=cluster,
+            nodes=nodes,
+            catalog=catalog,
+            combiner=combiner,
+            clock=clock,
+            node_timeout_s=node_timeout_s,
+            stall_timeout_s=stall_timeout_s,
+            slow_node_s=slow_node_s,
+            queue_chunks=queue_chunks,
+            catalog_in_thread=catalog_in_thread,
+        )
+        return self
+
+    def _setup(
+        self,
+        *,
+        vault: str,
+        cluster: ClusterParams,
+        nodes: NodeSet | Mapping[int, NodeClient],
+        catalog: CatalogPort,
+        combiner: ReceiptCombiner,
+        clock: Clock | None,
+        node_timeout_s: float,
         stall_timeout_s: float | None = None,
         slow_node_s: float | None = None,
         queue_chunks: int = 8,
