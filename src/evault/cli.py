@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -58,6 +59,31 @@ def bench_crypto(json_output: bool, quick: bool) -> None:
     from evault.bench.crypto import run
 
     run(json_output=json_output, quick=quick)
+
+
+# --- storage node: `evault node` (src/evault/node) ------------------------------------------
+
+
+@main.command("node")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The node's node.toml, as written by `evault init`.",
+)
+@click.option(
+    "--fault",
+    type=click.Choice(["lie", "slow"]),
+    default=None,
+    hidden=True,
+    help="Test-only misbehaviour; refused unless EVAULT_ALLOW_FAULTS=1.",
+)
+def node_command(config_path: Path, fault: str | None) -> None:
+    """Run one storage node (mutual TLS) until SIGTERM or Ctrl-C."""
+    from evault.node.main import run_node
+
+    run_node(config_path, fault)
 
 
 if __name__ == "__main__":  # pragma: no cover

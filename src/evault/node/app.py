@@ -1,0 +1,361 @@
+"""The node's HTTP adapter: docs/spec/node-protocol.md over Starlette, in front of NodeService.
+
+It parses and checks what arrives (headers, path and query parameters, sizes, an idle time-out on
+every body read), calls the service, and renders answers.  Every error leaves as the spec's JSON
+body with the status the spec pairs with its code; :func:`error_code` is the one place where
+exceptions become codes.  Two pure-ASGI layers wrap the app:
+
+* :class:`ClientCertGate` lets a request through only if the TLS client certificate (exposed by
+  ``evault.node.server`` as the ASGI TLS extension, ``scope["extensions"]["tls"]``) has subject
+  CN ``evault-gateway``; otherwise ``401 unauthenticated``.  Missing TLS information counts as
+  no certificate: the gate fails closed.
+* :class:`AccessLog` writes one line per request: method, path, status, error code, bytes in and
+  out, duration.  Never document bytes, never headers (the proposal names the document).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final
+
+import anyio
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from evault.errors import (
+    BadRequest,
+    FormatError,
+    InsufficientStorage,
+    ObjectDamaged,
+    ObjectExists,
+    ObjectMissing,
+    RequestRefused,
+)
+from evault.node.service import NodeService, check_object_id, parse_sha256_header
+from evault.protocol.node_api import (
+    BODY_IDLE_TIMEOUT_S,
+    ERRORS,
+    GATEWAY_CERT_CN,
+    HEADER_FV_HASH,
+    HEADER_LEAVES_BYTES,
+    HEADER_PROPOSAL,
+    HEADER_SEGMENT_COUNT,
+    HEADER_SHA256,
+    HEADER_SLICE_INDEX,
+    MAX_LIST_LIMIT,
+    PATH_HEALTH,
+    PATH_OBJECT,
+    PATH_OBJECTS,
+    PATH_SLICE,
+    Proposal,
+    b64_encode,
+    error_body,
+)
+from evault.protocol.statement import Statement
+
+log = logging.getLogger("evault.node")
+
+_MAX_INT_DIGITS: Final = 18
+_STATE_ERROR: Final = "evault_error_code"
+
+
+# --- errors: the one place where exceptions become the spec's codes ------------------------
+
+
+def error_code(exc: BaseException) -> str:
+    """The spec's error code for an exception raised while serving a request."""
+    if isinstance(exc, RequestRefused):
+        return exc.code if exc.code in ERRORS else "bad_request"
+    if isinstance(exc, ObjectExists):
+        return "exists"
+    if isinstance(exc, ObjectMissing | ObjectDamaged):
+        # A damaged object is not served: the node holds no *usable* committed object.
+        return "not_found"
+    if isinstance(exc, InsufficientStorage):
+        return "insufficient_storage"
+    if isinstance(exc, FormatError):
+        return "bad_request"
+    return "internal"
+
+
+def error_response(code: str, message: str, scope: Scope | None = None) -> JSONResponse:
+    headers = None
+    if scope is not None:
+        scope.setdefault("state", {})[_STATE_ERROR] = code
+        if scope.get("method") == "PUT":
+            # The rest of a refused upload is not worth reading: close instead of draining it.
+            headers = {"Connection": "close"}
+    return JSONResponse(error_body(code, message), status_code=ERRORS[code], headers=headers)
+
+
+def _response_for(exc: BaseException, request: Request) -> Response:
+    code = error_code(exc)
+    if code == "internal":
+        log.exception("internal error serving %s %s", request.method, request.url.path)
+        message = "internal error"
+    else:
+        message = str(exc)
+    return error_response(code, message, request.scope)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(endpoint: Endpoint) -> Endpoint:
+    @functools.wraps(endpoint)
+    async def run(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except ClientDisconnect:
+            # Nobody will read this answer; the deposit was discarded.
+            return error_response(
+                "bad_request", "the client went away before the body ended", request.scope
+            )
+        except Exception as exc:
+            return _response_for(exc, request)
+
+    return run
+
+
+# --- request parsing -----------------------------------------------------------------------
+
+
+def _int_param(text: str | None, what: str, default: int | None = None) -> int | None:
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or len(text) > _MAX_INT_DIGITS:
+        raise BadRequest(f"{what} must be a non-negative decimal integer")
+    return int(text)
+
+
+async def _body(request: Request, idle_timeout_s: float) -> AsyncIterator[bytes]:
+    """The request body, chunk by chunk, with a time-out on every read (spec: Limits)."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            with anyio.fail_after(idle_timeout_s):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise BadRequest(
+                f"no byte of the body arrived for {idle_timeout_s:.0f} s; deposit discarded"
+            ) from None
+        if chunk:
+            yield chunk
+
+
+# --- the app -------------------------------------------------------------------------------
+
+
+def create_app(
+    service: NodeService,
+    *,
+    require_client_cn: str | None = GATEWAY_CERT_CN,
+    idle_timeout_s: float = BODY_IDLE_TIMEOUT_S,
+) -> ASGIApp:
+    """The node's ASGI app.  ``require_client_cn=None`` turns the certificate gate off, which
+    only in-process tests do (they have no TLS connection); ``evault node`` never does."""
+
+    @_guarded
+    async def health(request: Request) -> Response:
+        return JSONResponse(await service.health())
+
+    @_guarded
+    async def list_objects(request: Request) -> Response:
+        limit = _int_param(request.query_params.get("limit"), "limit", MAX_LIST_LIMIT)
+        after = request.query_params.get("after")
+        page = await service.list_objects(after, limit or 0)
+        return JSONResponse(
+            {
+                "objects": [
+                    {"object_id": oid, "statement": b64_encode(st)} for oid, st in page.objects
+                ],
+                "next": page.next_after,
+            }
+        )
+
+    @_guarded
+    async def put_object(request: Request) -> Response:
+        object_id = check_object_id(request.path_params["object_id"])
+        header = request.headers.get(HEADER_PROPOSAL)
+        if header is None:
+            raise BadRequest(f"the {HEADER_PROPOSAL} header is missing")
+        try:
+            proposal = Proposal.from_header(header)
+        except FormatError as exc:
+            raise BadRequest(f"{HEADER_PROPOSAL}: {exc}") from exc
+        content_length = _int_param(request.headers.get("content-length"), "Content-Length")
+        claimed = parse_sha256_header(request.headers.get(HEADER_SHA256))
+        result = await service.deposit(
+            object_id,
+            proposal,
+            _body(request, idle_timeout_s),
+            content_length=content_length,
+            claimed_sha256=claimed,
+        )
+        return JSONResponse(result.to_json_obj(), status_code=201)
+
+    @_guarded
+    async def get_object(request: Request) -> Response:
+        meta = await service.meta(request.path_params["object_id"])
+        return JSONResponse(meta.to_json_obj())
+
+    @_guarded
+    async def delete_object(request: Request) -> Response:
+        await service.delete(request.path_params["object_id"])
+        return Response(status_code=204)
+
+    @_guarded
+    async def get_slice(request: Request) -> Response:
+        from_segment = _int_param(request.query_params.get("from_segment"), "from_segment", 0)
+        reader = await service.open_slice(request.path_params["object_id"], from_segment or 0)
+        record = reader.record
+        start = record.segment_offset(from_segment or 0)
+        statement = Statement.from_bytes(record.statement)
+        headers = {
+            HEADER_SLICE_INDEX: str(record.slice_index),
+            HEADER_LEAVES_BYTES: str(len(record.leaves)),
+            HEADER_FV_HASH: statement.fv_hash,
+            HEADER_SEGMENT_COUNT: str(record.segment_count),
+            "Content-Length": str(len(record.leaves) + record.slice_bytes - start),
+        }
+        return StreamingResponse(
+            service.slice_body(reader, from_segment or 0),
+            media_type="application/octet-stream",
+            headers=headers,
+        )
+
+    async def unknown(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException) and exc.status_code == 405:
+            message = f"{request.method} is not defined on {request.url.path}"
+        else:
+            message = f"unknown path {request.url.path} (this node speaks protocol /v1/)"
+        return error_response("unknown_path", message, request.scope)
+
+    app = Starlette(
+        routes=[
+            Route(PATH_HEALTH, health, methods=["GET"]),
+            Route(PATH_OBJECTS, list_objects, methods=["GET"]),
+            Route(PATH_OBJECT, put_object, methods=["PUT"]),
+            Route(PATH_OBJECT, get_object, methods=["GET"]),
+            Route(PATH_OBJECT, delete_object, methods=["DELETE"]),
+            Route(PATH_SLICE, get_slice, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: unknown},
+    )
+    gated: ASGIApp = app
+    if require_client_cn is not None:
+        gated = ClientCertGate(app, require_client_cn)
+    return AccessLog(gated, node=service.settings.index)
+
+
+# --- the client-certificate gate -----------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _common_names(pem: str) -> tuple[str, ...]:
+    cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    return tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+
+
+def client_common_names(scope: Scope) -> tuple[str, ...] | None:
+    """The CNs of the TLS client certificate of this request, or None if there is none."""
+    tls = (scope.get("extensions") or {}).get("tls")
+    if not isinstance(tls, dict):
+        return None
+    chain = tls.get("client_cert_chain") or ()
+    if not chain:
+        return None
+    try:
+        return _common_names(str(chain[0]))
+    except ValueError:
+        return None
+
+
+class ClientCertGate:
+    """401 unless the client certificate's subject CN is exactly ``common_name``."""
+
+    def __init__(self, app: ASGIApp, common_name: str) -> None:
+        self.app = app
+        self.common_name = common_name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        names = client_common_names(scope)
+        if names != (self.common_name,):
+            shown = "no client certificate" if names is None else f"CN {', '.join(names)}"
+            response = error_response(
+                "unauthenticated",
+                f"this node serves only the cluster gateway ({shown} presented)",
+                scope,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+# --- one log line per request --------------------------------------------------------------
+
+
+class AccessLog:
+    def __init__(self, app: ASGIApp, *, node: int) -> None:
+        self.app = app
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})
+        started = time.monotonic()
+        counts = {"in": 0, "out": 0, "status": 0}
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                counts["in"] += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                counts["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                counts["out"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            _log_request(scope, self.node, counts, time.monotonic() - started)
+
+
+def _log_request(scope: Scope, node: int, counts: dict[str, int], elapsed_s: float) -> None:
+    client: Any = scope.get("client")
+    peer = f"{client[0]}:{client[1]}" if client else "-"
+    query = scope.get("query_string", b"").decode("latin-1")
+    path = scope.get("path", "") + (f"?{query}" if query else "")
+    code = scope.get("state", {}).get(_STATE_ERROR)
+    log.info(
+        "node-%d %s %s %s %d%s in=%d out=%d %.3fs",
+        node,
+        peer,
+        scope.get("method", "-"),
+        path,
+        counts["status"],
+        f" {code}" if code else "",
+        counts["in"],
+        counts["out"],
+        elapsed_s,
+    )
