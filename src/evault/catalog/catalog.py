@@ -35,6 +35,8 @@ from types import TracebackType
 from typing import Any, Final, TypeVar, cast
 
 import sqlalchemy as sa
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.dialects import postgresql, sqlite
@@ -165,14 +167,12 @@ class Catalog:
             _migrate.upgrade(self._engine, schema=self._schema)
         except SQLAlchemyError as exc:
             raise self._database_error(exc) from exc
-        except Exception as exc:
-            # Alembic reports "database is at a revision I do not know" with its own errors.
-            if type(exc).__module__.startswith("alembic"):
-                raise CatalogError(
-                    f"cannot migrate the catalog: {exc} (was it created by a newer evault?)",
-                    known=sorted(_migrate.known_revisions()),
-                ) from exc
-            raise
+        except (CommandError, RevisionError) as exc:
+            # Alembic's way of saying "the database is at a revision I do not know".
+            raise CatalogError(
+                f"cannot migrate the catalog: {exc} (was it created by a newer evault?)",
+                known=sorted(_migrate.known_revisions()),
+            ) from exc
         return _migrate.head_revision()
 
     def schema_revision(self) -> str | None:
