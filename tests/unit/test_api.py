@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from evault.errors import DocumentCorrupt
-from evault.gateway.api import MAX_JSON_BODY_BYTES, StreamAborted, faulty_nodes_header
+from evault.gateway.api import MAX_JSON_BODY_BYTES, StreamAborted, nodes_header
 from evault.protocol.statement import Statement
 from tests.unit.test_api_support import PASSWORD, VAULT_ID, Harness, harness_at, verify_receipt
 
@@ -418,6 +418,7 @@ def test_delete_a_version(client: TestClient, alice: dict[str, str]) -> None:
     assert_error(client.delete("/api/v1/documents/x", headers=alice), 422, "invalid_request")
     r = client.delete("/api/v1/documents/x?version=2", headers=alice)
     assert r.status_code == 204 and r.content == b""
+    assert "Evault-Failed-Nodes" not in r.headers
     assert client.get("/api/v1/documents/x", headers=alice).content == b"one"
     assert_error(client.delete("/api/v1/documents/x?version=2", headers=alice), 404, "not_found")
 
@@ -490,10 +491,14 @@ def test_faulty_nodes_are_reported(
     got = client.get("/api/v1/documents/x", headers=alice)
     assert "x-injected" not in {k.lower() for k in got.headers}
     assert json.loads(got.headers["Evault-Faulty-Nodes"]) == {"3": harness.service.faulty[3]}
+    assert json.loads(got.headers["Evault-Failed-Nodes"]) == {"5": "connection refused"}
+    gone = client.delete("/api/v1/documents/x?version=1", headers=alice)
+    assert gone.status_code == 204
+    assert json.loads(gone.headers["Evault-Failed-Nodes"]) == {"5": "connection refused"}
 
 
 def test_faulty_header_is_ascii_and_bounded() -> None:
-    header = faulty_nodes_header({1: "é" * 1000, 2: "ok"})
+    header = nodes_header({1: "é" * 1000, 2: "ok"})
     assert header.isascii() and len(header) < 1500
     assert json.loads(header)["1"].endswith("…")
 

@@ -50,12 +50,19 @@ class FakeOutcome:
 
 
 @dataclass
+class FakeDeleteOutcome:
+    record: VersionRecord
+    failed: dict[int, str]
+
+
+@dataclass
 class FakeRetrieval:
     record: VersionRecord
     size: int
     faulty: dict[int, str]
     data: bytes
     fail_after_first_chunk: bool = False
+    failed: dict[int, str] = field(default_factory=dict)
     closed: bool = False
 
     async def _chunks(self) -> AsyncIterator[bytes]:
@@ -70,6 +77,9 @@ class FakeRetrieval:
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
+
+    async def aclose(self) -> None:
+        self.closed = True
 
 
 @dataclass
@@ -153,14 +163,15 @@ class FakeService:
         record = await asyncio.to_thread(self.catalog.get_version, owner, name, version)
         data = self.blobs[(owner, name, record.version)]
         self.last_retrieval = FakeRetrieval(
-            record, record.size, dict(self.faulty), data, self.corrupt_mid_stream
+            record, record.size, dict(self.faulty), data, self.corrupt_mid_stream, dict(self.failed)
         )
         return self.last_retrieval
 
-    async def delete(self, owner: str, name: str, version: int) -> None:
+    async def delete(self, owner: str, name: str, version: int) -> FakeDeleteOutcome:
         self.calls.append(("delete", (owner, name, version)))
-        await asyncio.to_thread(self.catalog.mark_deleted, owner, name, version)
+        record = await asyncio.to_thread(self.catalog.mark_deleted, owner, name, version)
         self.blobs.pop((owner, name, version), None)
+        return FakeDeleteOutcome(record, dict(self.failed))
 
     async def cleanup_pending(self) -> int:
         return 0

@@ -29,7 +29,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Protocol
@@ -39,6 +39,8 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import PathConvertor, register_url_convertor
+from starlette.types import Receive, Scope, Send
 
 from evault.catalog import validate_document_name
 from evault.catalog.records import DocumentSummary, VersionRecord
@@ -66,9 +68,13 @@ MAX_VERSION: Final = 2**31 - 1
 #: Longest reason per faulty node repeated in a response header.
 MAX_HEADER_REASON_CHARS: Final = 200
 
+#: URL convertor for document names in route paths (registered below).
+NAME_CONVERTOR: Final = "evault_document_name"
+
 HEADER_SHA256: Final = "Evault-Sha256"
 HEADER_VERSION: Final = "Evault-Version"
 HEADER_FAULTY: Final = "Evault-Faulty-Nodes"
+HEADER_FAILED: Final = "Evault-Failed-Nodes"
 #: Set by the auth dependency for the access log (never the token itself).
 SCOPE_USER_KEY: Final = "evault.user"
 
@@ -99,27 +105,45 @@ class CatalogPort(Protocol):
 
 
 class DepositOutcomePort(Protocol):
-    version: int
-    size: int
-    sha256: str
-    statement: bytes
-    signature: bytes
-    faulty: Mapping[int, str]
-    failed: Mapping[int, str]
+    """What a finished deposit reports (``evault.gateway.service.DepositOutcome``)."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def statement(self) -> bytes: ...
+    @property
+    def signature(self) -> bytes: ...
+    @property
+    def faulty(self) -> Mapping[int, str]: ...
+    @property
+    def failed(self) -> Mapping[int, str]: ...
 
 
 class RetrievalPort(Protocol):
-    """A retrieval under way: facts settled before the first byte, then the bytes.
+    """A retrieval under way (``evault.gateway.service.Retrieval``): facts settled before the
+    first byte, then the bytes.
 
     Iterating yields the document's bytes; the service verifies each segment before it
-    yields it and raises (an ``EvaultError``) if the whole document's SHA-256 does not match.
+    yields it and raises (an ``EvaultError``) rather than deliver the end of a document whose
+    SHA-256 does not match.  ``faulty`` / ``failed`` name nodes (lying / not serving).
     """
 
-    record: VersionRecord
-    size: int
-    faulty: Mapping[int, str]
+    @property
+    def record(self) -> VersionRecord: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def faulty(self) -> Mapping[int, str]: ...
+    @property
+    def failed(self) -> Mapping[int, str]: ...
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class VaultServicePort(Protocol):
@@ -393,7 +417,7 @@ def _nodes(reasons: Mapping[int, str]) -> dict[str, str]:
     return {str(node): str(why) for node, why in sorted(reasons.items())}
 
 
-def faulty_nodes_header(reasons: Mapping[int, str]) -> str:
+def nodes_header(reasons: Mapping[int, str]) -> str:
     """Compact JSON, ASCII only: ``json.dumps`` escapes control characters and non-ASCII, so
     a reason can never break the header (no CR/LF injection)."""
     short = {
@@ -459,6 +483,17 @@ class _LimitedBody:
 
 # --- the routes -------------------------------------------------------------------------------
 
+
+class _DocumentNameConvertor(PathConvertor):
+    """Like Starlette's ``path``, but matching every character: ``.*`` stops at a newline, so
+    a name with one would fall through to "unknown path" instead of being refused by the
+    name rules with a clear ``400 bad_name``."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor(NAME_CONVERTOR, _DocumentNameConvertor())
+
 router = APIRouter(prefix=API_PREFIX)
 
 _RAW_BODY: Final[dict[str, Any]] = {
@@ -484,7 +519,12 @@ _BYTES_RESPONSE: Final[dict[int | str, dict[str, Any]]] = {
             },
             HEADER_FAULTY: {
                 "description": "JSON object node index → reason, for nodes found faulty "
-                "before the first byte.",
+                "(lying) before the first byte.",
+                "schema": {"type": "string"},
+            },
+            HEADER_FAILED: {
+                "description": "JSON object node index → reason, for nodes that could not "
+                "serve (down, slow) before the first byte.",
                 "schema": {"type": "string"},
             },
             "ETag": {"description": "The quoted SHA-256.", "schema": {"type": "string"}},
@@ -576,12 +616,12 @@ async def list_documents(caller: CurrentCaller, s: Settings) -> DocumentList:
     )
 
 
-# The two sub-resource routes come before the bare document routes: "{name:path}" would
+# The two sub-resource routes come before the bare document routes: a name pattern would
 # otherwise swallow the "/receipt" or "/versions" suffix into the name.
 
 
 @router.get(
-    "/documents/{name:path}/receipt",
+    "/documents/{name:evault_document_name}/receipt",
     response_model=ReceiptOut,
     responses=_errors(400, 401, 404, 422),
     tags=["documents"],
@@ -596,7 +636,7 @@ async def get_receipt(
 
 
 @router.get(
-    "/documents/{name:path}/versions",
+    "/documents/{name:evault_document_name}/versions",
     response_model=VersionList,
     responses=_errors(400, 401, 404, 422),
     tags=["documents"],
@@ -621,7 +661,7 @@ async def list_versions(name: DocName, caller: CurrentCaller, s: Settings) -> Ve
 
 
 @router.put(
-    "/documents/{name:path}",
+    "/documents/{name:evault_document_name}",
     status_code=201,
     response_model=DepositOut,
     responses=_errors(400, 401, 408, 409, 413, 422, 502, 503, 504),
@@ -675,7 +715,7 @@ async def deposit(
 
 
 @router.get(
-    "/documents/{name:path}",
+    "/documents/{name:evault_document_name}",
     response_class=StreamingResponse,
     responses={**_BYTES_RESPONSE, **_errors(400, 401, 404, 422, 502, 503, 504)},
     tags=["documents"],
@@ -694,21 +734,45 @@ async def retrieve(
     except StopAsyncIteration:
         first = b""
     except BaseException:
-        await _close(chunks)
+        await _close(retrieval, chunks)
         raise
     record = retrieval.record
     headers = {
         "Content-Length": str(retrieval.size),
         HEADER_VERSION: str(record.version),
         HEADER_SHA256: record.sha256.hex(),
-        HEADER_FAULTY: faulty_nodes_header(retrieval.faulty),
+        HEADER_FAULTY: nodes_header(retrieval.faulty),
+        HEADER_FAILED: nodes_header(retrieval.failed),
         "ETag": f'"{record.sha256.hex()}"',
     }
-    return StreamingResponse(
+    return _DocumentResponse(
         _rest_of_document(first, chunks, caller.user_id, name, record.version),
+        on_close=lambda: _close(retrieval, chunks),
         media_type="application/octet-stream",
         headers=headers,
     )
+
+
+class _DocumentResponse(StreamingResponse):
+    """A streaming response that releases the retrieval (its node connections) however it
+    ends: finished, failed, or the client gone before the first byte was asked for."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        *,
+        on_close: Callable[[], Awaitable[None]],
+        media_type: str,
+        headers: Mapping[str, str],
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_close()
 
 
 async def _rest_of_document(
@@ -735,24 +799,36 @@ async def _rest_of_document(
         )
         # Not an EvaultError: no handler may try to turn it into a response now.
         raise StreamAborted(f"retrieval of {name!r} version {version} aborted: {exc}") from exc
-    finally:
-        await _close(chunks)
 
 
 class StreamAborted(Exception):
     """A download failed after its headers went out; the server drops the connection."""
 
 
-async def _close(chunks: AsyncIterator[bytes]) -> None:
+async def _close(retrieval: RetrievalPort, chunks: AsyncIterator[bytes]) -> None:
+    """Close the iterator and the retrieval (both are idempotent)."""
     close = getattr(chunks, "aclose", None)
     if close is not None:
         await close()
+    await retrieval.aclose()
 
 
 @router.delete(
-    "/documents/{name:path}",
+    "/documents/{name:evault_document_name}",
     status_code=204,
-    responses=_errors(400, 401, 404, 422, 502, 503, 504),
+    responses={
+        204: {
+            "description": "Deleted: the version is no longer listed or served.",
+            "headers": {
+                HEADER_FAILED: {
+                    "description": "Present when some nodes could not be reached: JSON "
+                    "object node index → reason (their slices go at a later clean-up).",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        **_errors(400, 401, 404, 422, 502, 503, 504),
+    },
     tags=["documents"],
     summary="Delete one version of a document",
 )
@@ -763,10 +839,9 @@ async def delete_version(
     version: Annotated[int, Query(ge=1, le=MAX_VERSION, description="The version to delete.")],
 ) -> Response:
     check_api_document_name(name)
-    await s.service.delete(caller.user_id, name, version)
-    return Response(status_code=204)
-
-
-def route_paths() -> Sequence[str]:
-    """The OpenAPI path templates this router serves (used by the spec test)."""
-    return sorted({getattr(r, "path_format", "") for r in router.routes})
+    outcome = await s.service.delete(caller.user_id, name, version)
+    failed = getattr(outcome, "failed", None) or {}
+    # The version is gone from the catalog either way; nodes that still hold a slice are
+    # named so that an operator can look (a later clean-up removes it).
+    headers = {HEADER_FAILED: nodes_header(failed)} if failed else None
+    return Response(status_code=204, headers=headers)

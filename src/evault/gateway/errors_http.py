@@ -43,6 +43,7 @@ STATUS_BY_ERROR: Final[Mapping[type[e.EvaultError], int]] = {
     e.NoFingerprintQuorum: 503,
     e.ConflictingFingerprints: 502,
     e.FingerprintMismatch: 502,
+    e.NoMatchingFingerprint: 502,  # every FV that nodes sent contradicts the receipt
     # Threshold cryptography.
     e.CryptoError: 500,
     e.NotEnoughShares: 503,

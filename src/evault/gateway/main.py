@@ -16,8 +16,6 @@ Access logs carry no secrets: no headers (tokens), no bodies (passwords).
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 import socket
 import ssl
@@ -33,8 +31,9 @@ from fastapi import FastAPI
 from evault.catalog import Catalog
 from evault.config import GatewayConfig, load_gateway_config
 from evault.errors import ConfigError
-from evault.gateway.api import ApiSettings, VaultInfo, VaultServicePort
-from evault.gateway.app import create_app
+from evault.gateway.api import ApiSettings, VaultInfo
+from evault.gateway.app import Lifespan, create_app
+from evault.gateway.service import VaultService
 from evault.transport.tls import server_context
 
 log = logging.getLogger("evault.gateway")
@@ -68,30 +67,16 @@ def read_vault_info(config: GatewayConfig) -> VaultInfo:
     )
 
 
-def make_service(config: GatewayConfig, catalog: Catalog) -> VaultServicePort:
-    """The vault service of ``evault.gateway.service`` (imported here, not at module load,
-    so that the API can be built and tested without the node transport)."""
-    module: Any = importlib.import_module("evault.gateway.service")
-    service: VaultServicePort = module.VaultService(config, catalog)
-    return service
-
-
-def _lifespan(service: Any, catalog: Catalog) -> Any:
+def _lifespan(service: VaultService, catalog: Catalog) -> Lifespan:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        cleaned = service.cleanup_pending()
-        if inspect.isawaitable(cleaned):
-            cleaned = await cleaned
+        cleaned = await service.cleanup_pending()
         if cleaned:
-            log.info("failed %s deposit(s) left pending by an earlier run", cleaned)
+            log.info("failed %d deposit(s) left pending by an earlier run", len(cleaned))
         try:
             yield
         finally:
-            close = getattr(service, "aclose", None) or getattr(service, "close", None)
-            if close is not None:
-                closing = close()
-                if inspect.isawaitable(closing):
-                    await closing
+            await service.aclose()
             catalog.close()
 
     return lifespan
@@ -132,7 +117,7 @@ def run_gateway(config_path: str | Path, port: int | None = None) -> None:
     catalog = Catalog(config.database_url)
     try:
         catalog.migrate()
-        service = make_service(config, catalog)
+        service = VaultService(config, catalog)
     except BaseException:
         catalog.close()
         raise
