@@ -737,7 +737,9 @@ class DepositCancelled(ObjectMissing):
 # EvaultError
 # ├── GatewayRefused        a gateway answered a JSON error: HTTP status, its code, its sentence
 # ├── ContentMismatch       bytes do not hash to (or are not as long as) what a receipt signs
-# └── BatchFailed           some items of a batch failed; each was reported on its own
+# ├── BatchFailed           some items of a batch failed; each was reported on its own
+# ├── NoLocalReceipt        the local receipt store holds no receipt for a document
+# └── LocalFileError        a local file cannot be read or written (path, reason)
 
 
 class NotLoggedIn(ConfigError):
@@ -882,3 +884,31 @@ class NoMatchingFingerprint(NoFingerprintQuorum, FingerprintMismatch):
         )
         self.args = (self.message,)
         self.details.update(expected=expected_hex, distinct=distinct)
+
+
+class NoLocalReceipt(EvaultError):
+    """The local receipt store holds no receipt for ``name`` (and ``version`` if given)."""
+
+    code = "no_local_receipt"
+
+    def __init__(self, name: str, version: int | None, store: str, hint: str = "") -> None:
+        self.name = name
+        self.version = version
+        which = f"{name!r}" if version is None else f"{name!r} version {version}"
+        super().__init__(
+            f"no receipt for {which} in the receipt store {store}{hint}",
+            name=name,
+            version=version,
+            store=store,
+        )
+
+
+class LocalFileError(EvaultError):
+    """A local file or directory cannot be read or written: ``path`` and the system's reason."""
+
+    code = "local_file_error"
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}", path=path, reason=reason)
