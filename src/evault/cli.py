@@ -86,5 +86,125 @@ def node_command(config_path: Path, fault: str | None) -> None:
     run_node(config_path, fault)
 
 
+# --- vault operations: init (the dealer) and up (the local cluster) -------------------------
+
+
+def _init_options(
+    nodes: int, needed: int, quorum: int, key_bits: int, base_port: int, port: int
+) -> Any:
+    from evault.dealer import InitOptions
+
+    return InitOptions(
+        nodes=nodes,
+        needed=needed,
+        quorum=quorum,
+        key_bits=key_bits,
+        base_port=base_port,
+        gateway_port=port,
+    )
+
+
+def _run_init(directory: Path, options: Any) -> None:
+    from rich.console import Console
+
+    from evault.dealer import init_vault
+
+    console = Console(stderr=True)
+    with console.status("evault init: generating keys ...") as status:
+
+        def progress(message: str) -> None:
+            status.update(f"evault init: {message.strip()}")
+            console.log(message)
+
+        result = init_vault(directory, options, progress=progress)
+    g = result.guarantees
+    click.echo(f"Created vault {result.vault_id} in {result.directory}")
+    click.echo(f"Setting n={g.n}, m={g.m}, k={g.k} guarantees:")
+    for sentence in g.sentences():
+        click.echo(f"  - {sentence}")
+
+
+_cluster_options = [
+    click.option("--nodes", "-n", default=5, show_default=True, help="Storage nodes (n)."),
+    click.option("--needed", "-m", default=3, show_default=True, help="Slices to rebuild (m)."),
+    click.option("--quorum", "-k", default=4, show_default=True, help="Shares per receipt (k)."),
+    click.option(
+        "--key-bits",
+        type=click.Choice(["2048", "3072"]),
+        default="3072",
+        show_default=True,
+        help="Size of the vault's RSA modulus.",
+    ),
+    click.option("--base-port", default=7100, show_default=True, help="Node i listens on base+i."),
+]
+
+
+def _with_cluster_options(func: F) -> F:
+    for option in reversed(_cluster_options):
+        func = option(func)
+    return func
+
+
+@main.command("init")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@_with_cluster_options
+@click.option("--port", default=8443, show_default=True, help="Gateway HTTPS port.")
+def init_command(
+    directory: Path,
+    nodes: int,
+    needed: int,
+    quorum: int,
+    key_bits: str,
+    base_port: int,
+    port: int,
+) -> None:
+    """Create a vault (the dealer): keys, certificates, node and gateway configs."""
+    try:
+        options = _init_options(nodes, needed, quorum, int(key_bits), base_port, port)
+        _run_init(directory, options)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@main.command("up")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(".evault-local"),
+    show_default=True,
+    help="Vault directory; created with `init` when it holds no vault.",
+)
+@click.option("--port", type=int, default=None, help="Gateway HTTPS port (default from config).")
+@_with_cluster_options
+def up_command(
+    directory: Path,
+    port: int | None,
+    nodes: int,
+    needed: int,
+    quorum: int,
+    key_bits: str,
+    base_port: int,
+) -> None:
+    """Run a local vault: n nodes and a gateway on 127.0.0.1, until Ctrl-C."""
+    from evault.dealer import is_vault_dir
+    from evault.local import run_until_signalled, start_cluster
+
+    if not is_vault_dir(directory):
+        try:
+            options = _init_options(nodes, needed, quorum, int(key_bits), base_port, port or 8443)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+        _run_init(directory, options)
+    click.echo("starting nodes and gateway ...")
+    cluster = start_cluster(directory, port=port)
+    click.echo(f"evault is up: {cluster.gateway_url}")
+    click.echo(f"  CA certificate:   {directory.resolve()}/client/ca.pem")
+    click.echo(f"  vault public key: {directory.resolve()}/client/vault-public.pem")
+    click.echo(f"  client config:    {directory.resolve()}/client.toml")
+    click.echo("Press Ctrl-C to stop.")
+    sys.exit(run_until_signalled(cluster, click.echo))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
