@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from evault.crypto.armor import (
     DEFAULT_LINE_CHARS,
+    ENCODINGS,
     MAX_LINE_CHARS,
     Encoding,
     armor,
@@ -97,10 +98,10 @@ def test_round_trip(
 
 def test_large_input_is_batched_and_round_trips() -> None:
     data = bytes(range(256)) * 2000  # several batches
-    for encoding in ("base64", "hex"):
+    for encoding in ENCODINGS:
         text = b"".join(
             armor([data[i : i + 999] for i in range(0, len(data), 999)], encoding=encoding)
-        )  # type: ignore[arg-type]
+        )
         pieces = [text[i : i + 4096] for i in range(0, len(text), 4096)]
         assert b"".join(dearmor(pieces)) == data
 

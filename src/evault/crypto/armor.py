@@ -34,6 +34,8 @@ from typing import Final, Literal
 from evault.errors import ArmorError
 
 Encoding = Literal["base64", "hex"]
+#: What the iterators accept as input pieces.
+Buffer = bytes | bytearray | memoryview
 ENCODINGS: Final[tuple[Encoding, ...]] = ("base64", "hex")
 DEFAULT_LINE_CHARS: Final[dict[Encoding, int]] = {"base64": 76, "hex": 64}
 MAX_LINE_CHARS: Final = 1024
@@ -70,7 +72,7 @@ def armored_size(data_bytes: int, *, encoding: Encoding = "base64", line_chars: 
 
 
 def armor(
-    data: Iterable[bytes], *, encoding: Encoding = "base64", line_chars: int = 0
+    data: Iterable[Buffer], *, encoding: Encoding = "base64", line_chars: int = 0
 ) -> Iterator[bytes]:
     """Encode pieces of any sizes; yield ASCII text (BEGIN line, body lines, END line).
 
@@ -104,7 +106,7 @@ def _encode(block: bytes | bytearray, enc: Encoding, width: int) -> bytes:
     return b"".join([text[i : i + width] + b"\n" for i in range(0, len(text), width)])
 
 
-def _armor(data: Iterable[bytes], enc: Encoding, width: int, line_bytes: int) -> Iterator[bytes]:
+def _armor(data: Iterable[Buffer], enc: Encoding, width: int, line_bytes: int) -> Iterator[bytes]:
     yield _begin(enc) + b"\n"
     batch = line_bytes * _BATCH_LINES
     pending = bytearray()
@@ -184,7 +186,7 @@ class _Decoder:
             )
 
 
-def _blocks(text: Iterable[bytes]) -> Iterator[bytes]:
+def _blocks(text: Iterable[Buffer]) -> Iterator[bytes]:
     """Re-cut pieces into runs of whole lines (each ending in LF), then the unterminated tail.
 
     Memory stays bounded: a partial line longer than ``MAX_LINE_CHARS`` + 1 (for a CR) is
@@ -312,7 +314,7 @@ class _Dearmorer:
             )
 
 
-def dearmor(text: Iterable[bytes], *, expect: Encoding | None = None) -> Iterator[bytes]:
+def dearmor(text: Iterable[Buffer], *, expect: Encoding | None = None) -> Iterator[bytes]:
     """Decode armored text (pieces of any sizes); yield the bytes as they are decoded.
 
     The encoding is read from the BEGIN line; ``expect`` additionally insists on one.
@@ -324,7 +326,7 @@ def dearmor(text: Iterable[bytes], *, expect: Encoding | None = None) -> Iterato
     return _dearmor(text, expect)
 
 
-def _dearmor(text: Iterable[bytes], expect: Encoding | None) -> Iterator[bytes]:
+def _dearmor(text: Iterable[Buffer], expect: Encoding | None) -> Iterator[bytes]:
     state = _Dearmorer(expect)
     for block in _blocks(text):
         out = state.block(block)

@@ -85,7 +85,8 @@ MAX_CHUNKS: Final = 1 << 32
 _FIXED_PREFIX: Final = 8 + 1 + 1 + 4 + SALT_BYTES + NONCE_PREFIX_BYTES + 2  # 55
 HEADER_OVERHEAD: Final = _FIXED_PREFIX + MAC_BYTES  # 87
 
-_Buffer = bytes | bytearray | memoryview
+#: What the iterators accept as input pieces.
+Buffer = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def _make_header(
 
 
 def encrypt_stream(
-    plaintext: Iterable[bytes],
+    plaintext: Iterable[Buffer],
     file_key: bytes,
     *,
     rng: RandomBytes,
@@ -192,7 +193,7 @@ def encrypt_stream(
     return _encrypt(plaintext, keys, salt, prefix, chunk_bytes, key_material)
 
 
-def _rechunk(pieces: Iterable[bytes], size: int) -> Iterator[tuple[_Buffer, bool]]:
+def _rechunk(pieces: Iterable[Buffer], size: int) -> Iterator[tuple[Buffer, bool]]:
     """Cut pieces of any sizes into ``size``-byte chunks, flagging the last one.
 
     A chunk is released only once a byte beyond it is known (the last chunk may be full, and
@@ -223,7 +224,7 @@ def _rechunk(pieces: Iterable[bytes], size: int) -> Iterator[tuple[_Buffer, bool
 
 
 def _encrypt(
-    plaintext: Iterable[bytes],
+    plaintext: Iterable[Buffer],
     keys: _Keys,
     salt: bytes,
     prefix: bytes,
@@ -278,7 +279,7 @@ def parse_stream_header(data: bytes) -> StreamHeader:
     )
 
 
-def read_stream_header(ciphertext: Iterable[bytes]) -> tuple[StreamHeader, Iterator[bytes]]:
+def read_stream_header(ciphertext: Iterable[Buffer]) -> tuple[StreamHeader, Iterator[Buffer]]:
     """Pull just enough input to parse the header; return it and an iterator of the rest.
 
     Use it to get at the key material (the wrapped file key) before the file key is known,
@@ -301,7 +302,7 @@ def read_stream_header(ciphertext: Iterable[bytes]) -> tuple[StreamHeader, Itera
     rest = bytes(buf[header.size :])
     del buf
 
-    def remaining() -> Iterator[bytes]:
+    def remaining() -> Iterator[Buffer]:
         if rest:
             yield rest
         yield from pieces
@@ -322,7 +323,7 @@ def _verify_header(header: StreamHeader, keys: _Keys) -> None:
 
 
 def decrypt_stream_body(
-    header: StreamHeader, body: Iterable[bytes], file_key: bytes
+    header: StreamHeader, body: Iterable[Buffer], file_key: bytes
 ) -> Iterator[bytes]:
     """Check the header MAC, then yield each chunk's plaintext once it authenticates.
 
@@ -336,7 +337,7 @@ def decrypt_stream_body(
     return _decrypt(header, body, keys)
 
 
-def _decrypt(header: StreamHeader, body: Iterable[bytes], keys: _Keys) -> Iterator[bytes]:
+def _decrypt(header: StreamHeader, body: Iterable[Buffer], keys: _Keys) -> Iterator[bytes]:
     prefix = header.nonce_prefix
     chunks = _rechunk(body, header.chunk_bytes + TAG_BYTES)
     for index, (chunk, last) in enumerate(chunks):
@@ -354,7 +355,7 @@ def _decrypt(header: StreamHeader, body: Iterable[bytes], keys: _Keys) -> Iterat
         yield plaintext
 
 
-def _open_last(keys: _Keys, prefix: bytes, index: int, chunk: _Buffer) -> bytes:
+def _open_last(keys: _Keys, prefix: bytes, index: int, chunk: Buffer) -> bytes:
     if len(chunk) < TAG_BYTES:
         raise DecryptionError("stream is truncated (final chunk is incomplete)", index)
     try:
@@ -377,7 +378,7 @@ def _open_last(keys: _Keys, prefix: bytes, index: int, chunk: _Buffer) -> bytes:
     return plaintext
 
 
-def decrypt_stream(ciphertext: Iterable[bytes], file_key: bytes) -> Iterator[bytes]:
+def decrypt_stream(ciphertext: Iterable[Buffer], file_key: bytes) -> Iterator[bytes]:
     """Header and body together, when the file key is already known."""
     header, body = read_stream_header(ciphertext)
     return decrypt_stream_body(header, body, file_key)
