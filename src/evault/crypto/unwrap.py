@@ -70,6 +70,38 @@ Why a replayed request yields nothing usable
 
 Everything here is pure: randomness (``rng``), the clock (``now``, ``issued_at``) and the
 replay cache (``seen_before``) are passed in.
+
+Usage (what the vault / CLI wiring does; the bytes in between travel through the gateway)::
+
+    # client, at registration (evault.crypto.feldman)
+    dealing = deal_unwrap_key(threshold=k, nodes=n, rng=os.urandom)
+    sealed = seal_dealing(dealing, vault=v, owner=o, node_public_keys=pks, identity=sk)
+    # node i
+    share = open_key_share(sealed[i], node_private_key=nk, vault=v, owner=o, node_index=i)
+    store(share.to_bytes())                    # and publish dealing.commitments.to_bytes()
+
+    # client, at deposit (with evault.crypto.stream)
+    wrapped = wrap_file_key(file_key, dealing.public_key, WrapContext(v, o, name, ver), rng=…)
+    encrypt_stream(pieces, file_key, key_material=wrapped.to_bytes(), rng=…)
+
+    # client, at retrieval
+    header, body = read_stream_header(pieces); wrapped = WrappedKey.from_bytes(header.key_material)
+    b = blind(wrapped, rng=…)
+    req = make_unwrap_request(b, vault=v, owner=o, issued_at=int(time.time()), rng=…)
+    signed = sign_unwrap_request(req, sk)
+    # node i
+    r = verify_unwrap_request(signed, key_share=share, now=time.time(), seen_before=cache)
+    answer = partial_unwrap(share, r, rng=os.urandom).to_bytes()
+    # client
+    partials = [PartialUnwrap.from_bytes(a, node=i) for i, a in answers.items()]
+    got = recover_file_key(wrapped, ctx, blinding=b, request=req,
+                           commitments=FeldmanCommitments.from_bytes(c), partials=partials)
+    decrypt_stream_body(header, body, got.file_key)     # got.bad names lying nodes
+
+The client must get the commitments (or at least check ``commitments.public_key`` against
+its own Y, which the wrapped key also names) and the nodes' X25519 keys from a source the
+gateway cannot forge; with forged commitments a gateway can only deny service (the wrap
+does not open) and make honest nodes' proofs look bad, never learn the key.
 """
 
 from __future__ import annotations
