@@ -265,6 +265,8 @@ class FakeNode:
         proposal = Proposal.from_header(request.headers[HEADER_PROPOSAL])
         if proposal.object_id() != oid:
             return httpx.Response(409, json=error_body("bad_proposal", "object id"))
+        if oid in self.objects:
+            return httpx.Response(409, json=error_body("exists", "a committed object exists"))
         codec = get_codec(proposal.codec, proposal.m, proposal.n)
         encoder = StreamEncoder(codec, proposal.segment_bytes)
         fingerprints = DocumentFingerprinter(proposal.n)
@@ -635,6 +637,16 @@ def test_catalog_refusing_the_commit_gives_no_receipt() -> None:
     with pytest.raises(WrongState):
         h.deposit(document(1000))
     assert all(node.objects == {} for node in h.nodes.values())
+
+
+def test_objects_the_catalog_forgot_are_not_deleted() -> None:
+    h = Harness(cluster())
+    h.deposit(document(100))
+    h.catalog = FakeCatalog()  # restored from a backup taken before that deposit
+    with pytest.raises(DepositFailed, match="exists"):
+        h.deposit(document(100))
+    assert all(len(node.objects) == 1 for node in h.nodes.values())
+    assert h.catalog.state("alice", "doc.bin", 1) == "failed"
 
 
 def test_paper_setting_3_2_3() -> None:

@@ -60,6 +60,7 @@ from evault.errors import (
     InvalidSignature,
     NodeRejected,
     NodeTimeout,
+    NodeUnreachable,
     NotEnoughShares,
     SliceCorrupt,
     WrongState,
@@ -472,18 +473,21 @@ class VaultService:
             out.append(CleanupOutcome(item, failed))
         return out
 
-    async def delete_everywhere(self, oid: str) -> dict[int, str]:
-        """DELETE ``oid`` on every node at once; the nodes it did not reach, with why."""
+    async def delete_everywhere(
+        self, oid: str, *, skip: frozenset[int] = frozenset()
+    ) -> dict[int, str]:
+        """DELETE ``oid`` on every node (but ``skip``) at once; the nodes it did not reach."""
 
         async def one(client: NodeClient) -> None:
             async with asyncio.timeout(self.node_timeout_s):
                 await client.delete(oid)
 
+        targets = [node for node in self.clients if node not in skip]
         results = await asyncio.gather(
-            *(one(client) for client in self.clients.values()), return_exceptions=True
+            *(one(self.clients[node]) for node in targets), return_exceptions=True
         )
         failed: dict[int, str] = {}
-        for node, result in zip(self.clients, results, strict=True):
+        for node, result in zip(targets, results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, EvaultError | TimeoutError):
                     raise result
@@ -517,6 +521,11 @@ class VaultService:
 
 
 def _describe(exc: BaseException) -> str:
+    """Why a node is out, in words that do not repeat the node (callers name it)."""
+    if isinstance(exc, NodeUnreachable | BadNodeAnswer):
+        return f"{exc.op}: {exc.reason}"
+    if isinstance(exc, NodeRejected):
+        return f"{exc.op}: refused with {exc.status} {exc.node_code}: {exc.node_message}"
     if isinstance(exc, EvaultError):
         return exc.message
     if isinstance(exc, TimeoutError):
@@ -755,7 +764,7 @@ class _DepositAttempt:
                 if not isinstance(exc, EvaultError):
                     raise exc
                 if isinstance(exc, BadNodeAnswer):
-                    faulty[lane.node] = exc.message
+                    faulty[lane.node] = _describe(exc)
                 else:
                     failed[lane.node] = _describe(exc)
             else:
@@ -774,7 +783,26 @@ class _DepositAttempt:
             for task in tasks:
                 if not task.cancelled():
                     task.exception()  # retrieved, so asyncio does not log it as lost
-        failed = await self.s.delete_everywhere(p.object_id())
+        # A node that refused with "exists" holds a committed object of that id from an earlier
+        # deposit the catalog no longer knows (a catalog restored from a backup): that object
+        # may back a receipt a client holds, so it is not ours to delete.
+        exists = frozenset(
+            node
+            for node, lane in self.lanes.items()
+            if lane.task is not None
+            and lane.task.done()
+            and not lane.task.cancelled()
+            and isinstance(lane.task.exception(), NodeRejected)
+            and getattr(lane.task.exception(), "node_code", None) == "exists"
+        )
+        failed = await self.s.delete_everywhere(p.object_id(), skip=exists)
+        if exists:
+            log.error(
+                "%s: node(s) %s already hold a committed object for this version; the catalog "
+                "is behind the nodes (restored from a backup?), left in place",
+                self.what,
+                ", ".join(map(str, sorted(exists))),
+            )
         if failed:
             log.warning("%s abandoned; DELETE did not reach %s", self.what, _names(failed))
         try:
