@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import tracemalloc
 from collections.abc import Iterator
 
 import nacl.bindings
@@ -293,3 +294,27 @@ def test_argument_errors() -> None:
     with pytest.raises(ValueError):
         ciphertext_size(-1, chunk_bytes=16, key_material_bytes=0)
     assert issubclass(DecryptionError, CryptoError)
+
+
+def _lazy_document(total: int, piece: int) -> Iterator[bytes]:
+    for offset in range(0, total, piece):
+        n = min(piece, total - offset)
+        yield hashlib.sha256(offset.to_bytes(8, "big")).digest() * (n // 32) + bytes(n % 32)
+
+
+@pytest.mark.parametrize("total", [0, 1 << 20, 100 << 20], ids=["0B", "1MiB", "100MiB"])
+def test_round_trip_in_bounded_memory(total: int) -> None:
+    expected = hashlib.sha256()
+    for p in _lazy_document(total, 100_000):
+        expected.update(p)
+    got = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        ct = encrypt_stream(_lazy_document(total, 100_000), KEY, rng=os.urandom, key_material=b"k")
+        for piece in decrypt_stream(ct, KEY):
+            got.update(piece)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.digest() == expected.digest()
+    assert peak < 1 << 20  # a few 64 KiB chunks and 100 kB pieces, whatever the size
