@@ -85,9 +85,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="session")
-def keys() -> tuple[threshold_rsa.ThresholdPublicKey, list[threshold_rsa.KeyShare]]:
-    return threshold_rsa.deal(N, K, 2048)
+@pytest.fixture
+def keys(
+    vault_key_2048: Any,
+) -> tuple[threshold_rsa.ThresholdPublicKey, list[threshold_rsa.KeyShare]]:
+    """The session's 4-of-5 key (tests/crypto_fixtures.py)."""
+    return vault_key_2048.public, list(vault_key_2048.shares)
 
 
 def document(size: int, seed: int = 0) -> bytes:
@@ -129,18 +132,25 @@ class Node:
         open_temp: Callable[[Path], IO[bytes]] | None = None,
         require_client_cn: str | None = None,
         idle_timeout_s: float = 60.0,
+        cluster: ClusterParams = CLUSTER,
+        index: int = INDEX,
     ) -> None:
         self.public, shares = keys
         self.store = DiskSliceStore(
-            root / "data", vault=VAULT, slice_index=INDEX - 1, open_temp=open_temp
+            root / "data", vault=VAULT, slice_index=index - 1, open_temp=open_temp
         )
         self.settings = NodeSettings(
-            index=INDEX, vault=VAULT, cluster=CLUSTER, max_object_bytes=MAX_OBJECT
+            index=index, vault=VAULT, cluster=cluster, max_object_bytes=MAX_OBJECT
         )
-        self.signer = ShareSigner(self.public, shares[INDEX - 1], index=INDEX)
+        self.signer = ShareSigner(self.public, shares[index - 1], index=index)
         self.clock = NOW
         self.service = NodeService(
-            self.settings, self.store, self.signer, clock=lambda: self.clock, fault=fault
+            self.settings,
+            self.store,
+            self.signer,
+            clock=lambda: self.clock,
+            fault=fault,
+            slow_delay_s=0.01,
         )
         self.app = create_app(
             self.service, require_client_cn=require_client_cn, idle_timeout_s=idle_timeout_s
@@ -713,3 +723,56 @@ def test_share_signer_refuses_another_nodes_share(keys: Any) -> None:
 def test_settings_refuse_an_index_outside_the_cluster() -> None:
     with pytest.raises(ValueError, match="index"):
         NodeSettings(index=6, vault=VAULT, cluster=CLUSTER, max_object_bytes=1)
+
+
+async def test_the_papers_setting_three_nodes_two_needed(
+    tmp_path: Path, paper_key_2048: Any
+) -> None:
+    """(n, m, k) = (3, 2, 3), the paper's own system (§2, §2.4: n-of-n signatures)."""
+    cluster = replace(CLUSTER, n=3, m=2, k=3)
+    node = Node(
+        tmp_path, (paper_key_2048.public, list(paper_key_2048.shares)), cluster=cluster, index=2
+    )
+    data = document(3 * SEGMENT + 1)
+    try:
+        response = await node.put(data, make_proposal(n=3, m=2))
+        assert response.status_code == 201, response.text
+        result = DepositResult.from_json_obj(response.json(), n=3)
+        threshold_rsa.verify_share(node.public, result.statement, _share(result.share))
+        slices = disperse(data, get_codec(DEFAULT_CODEC_ID, 2, 3), SEGMENT)
+        stored = node.store.slice_path(make_proposal(n=3, m=2).object_id()).read_bytes()
+        assert stored == slices[1]
+        layout = Layout(len(data), SEGMENT, 2, 3, DEFAULT_CODEC_ID)
+        assert reconstruct(layout, {1: stored, 2: slices[2]}) == data
+        assert result.fv == _fv_of(slices, layout).roots
+    finally:
+        await node.client.aclose()
+        node.store.close()
+
+
+def test_fault_modes_need_the_environment_switch() -> None:
+    from evault.errors import ConfigError
+    from evault.node.main import parse_fault
+
+    assert parse_fault(None, {}) is None
+    with pytest.raises(ConfigError, match="EVAULT_ALLOW_FAULTS=1"):
+        parse_fault("lie", {})
+    with pytest.raises(ConfigError, match="EVAULT_ALLOW_FAULTS=1"):
+        parse_fault("lie", {"EVAULT_ALLOW_FAULTS": "yes"})
+    assert parse_fault("lie", {"EVAULT_ALLOW_FAULTS": "1"}) is Fault.LIE
+    assert parse_fault("slow", {"EVAULT_ALLOW_FAULTS": "1"}) is Fault.SLOW
+    with pytest.raises(ConfigError, match="unknown fault"):
+        parse_fault("explode", {"EVAULT_ALLOW_FAULTS": "1"})
+
+
+async def test_a_slow_node_still_answers_correctly(tmp_path: Path, keys: Any) -> None:
+    node = Node(tmp_path, keys, fault=Fault.SLOW)
+    data = document(2 * SEGMENT)
+    try:
+        assert (await node.put(data)).status_code == 201
+        body = (await node.client.get(_obj(make_proposal(), "/slice"))).content
+        mine = disperse(data, get_codec(DEFAULT_CODEC_ID, M, N), SEGMENT)[INDEX - 1]
+        assert body[2 * 32 :] == mine
+    finally:
+        await node.client.aclose()
+        node.store.close()

@@ -31,12 +31,13 @@ from evault.errors import ConfigError
 from evault.ida import get_codec
 from evault.node.app import create_app
 from evault.node.server import make_server
-from evault.node.service import Fault, NodeService, NodeSettings
+from evault.node.service import SLOW_FAULT_DELAY_S, Fault, NodeService, NodeSettings
 from evault.node.signing import ShareSigner
 from evault.protocol.node_api import GATEWAY_CERT_CN
 from evault.store import DiskSliceStore
 
 ALLOW_FAULTS_ENV: Final = "EVAULT_ALLOW_FAULTS"
+FAULT_DELAY_ENV: Final = "EVAULT_FAULT_DELAY_S"
 PASSPHRASE_ENV: Final = "EVAULT_SHARE_PASSPHRASE"
 
 log = logging.getLogger("evault.node")
@@ -88,12 +89,18 @@ def build_service(config: NodeConfig, fault: Fault | None) -> NodeService:
     store = DiskSliceStore(config.data_dir, vault=config.vault, slice_index=config.index - 1)
     for sentence in store.last_fsck.sentences():
         log.info("store check: %s", sentence)
+    delay_text = os.environ.get(FAULT_DELAY_ENV, str(SLOW_FAULT_DELAY_S))
+    try:
+        delay = float(delay_text)
+    except ValueError:
+        raise ConfigError(f"{FAULT_DELAY_ENV}={delay_text!r} is not a number of seconds") from None
     return NodeService(
         NodeSettings.from_config(config),
         store,
         signer,
         clock=lambda: datetime.now(UTC),
         fault=fault,
+        slow_delay_s=delay,
     )
 
 

@@ -72,7 +72,7 @@ PIECE_BYTES: Final = 4 << 20
 QUEUE_PIECES: Final = 2
 #: Largest chunk a slice answer reads from disk at a time.
 READ_CHUNK_BYTES: Final = 256 * 1024
-#: Pause of the ``slow`` fault.
+#: Default pause of the ``slow`` fault (``EVAULT_FAULT_DELAY_S`` overrides it).
 SLOW_FAULT_DELAY_S: Final = 2.0
 
 _HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -238,8 +238,10 @@ class NodeService:
         *,
         clock: Callable[[], datetime],
         fault: Fault | None = None,
+        slow_delay_s: float = SLOW_FAULT_DELAY_S,
     ) -> None:
         self.settings = settings
+        self.slow_delay_s = slow_delay_s
         self.store = store
         self.signer = signer
         self.clock = clock
@@ -315,7 +317,7 @@ class NodeService:
                 raise
             raise error from None
         if self.fault is Fault.SLOW:
-            await anyio.sleep(SLOW_FAULT_DELAY_S)
+            await anyio.sleep(self.slow_delay_s)
         return result
 
     async def _pump(
@@ -395,7 +397,7 @@ class NodeService:
             yield reader.record.leaves
             for size in _block_sizes(reader.record, from_segment):
                 if self.fault is Fault.SLOW:
-                    await anyio.sleep(SLOW_FAULT_DELAY_S)
+                    await anyio.sleep(self.slow_delay_s)
                 first = True
                 left = size
                 while left:
