@@ -304,7 +304,11 @@ class NodeService:
         if content_length is not None and content_length > limit:
             raise TooLarge(f"the document ({content_length} bytes)", limit)
         writer = await anyio.to_thread.run_sync(self.store.begin, object_id)
-        ingest = _Ingest(self, object_id, proposal, writer, content_length, claimed_sha256)
+        try:
+            ingest = _Ingest(self, object_id, proposal, writer, content_length, claimed_sha256)
+        except BaseException:
+            writer.abort()
+            raise
         try:
             await self._pump(body, ingest, content_length)
             created_at = format_time(self.clock())
