@@ -262,6 +262,9 @@ def test_garbage_shares_are_named_and_honest_shares_still_combine(
     result = combine(public, STATEMENT, [garbage[0], garbage[1], *shares_2048[2:], shares_2048[1]])
     assert result.signature == signature_2048
     assert set(result.bad_signers) == {1}  # signer 2's garbage is superseded by its good share
+    # A signer that sent a broken share and then a good one is not named if its share is used.
+    result = combine(public, STATEMENT, [garbage[1], *shares_2048[:4]])
+    assert result.signature == signature_2048 and result.bad_signers == {}
     result = combine(public, STATEMENT, [*garbage, *shares_2048[1:]])
     assert result.signature == signature_2048
     assert {0, 1, 99} <= set(result.bad_signers)

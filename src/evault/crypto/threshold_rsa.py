@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Final
@@ -432,7 +432,8 @@ class CombineResult:
     """A combined signature (RSASSA-PSS, modulus-length bytes) and what happened on the way.
 
     ``signers`` are the k indices whose shares made the signature; ``bad_signers`` maps each
-    rejected signer to the reason (empty when the optimistic combination succeeded at once).
+    signer whose shares were all rejected to the reason.  It is empty when the optimistic
+    combination succeeded at once, except for shares refused on their ranges alone.
     """
 
     signature: bytes
@@ -528,7 +529,7 @@ def _deal_from_primes(
     e: int,
     rng: RandomSource,
     progress: ProgressCallback | None,
-    allowed_bits: Iterable[int] | None,
+    allowed_bits: tuple[int, ...] | None,
 ) -> tuple[ThresholdPublicKey, list[KeyShare]]:
     _check_players(players, threshold)
     _check_e(e, players)
@@ -536,8 +537,8 @@ def _deal_from_primes(
     _check_int("q", q)
     n_mod = p * q
     bits = n_mod.bit_length()
-    if allowed_bits is not None and bits not in tuple(allowed_bits):
-        raise ValueError(f"p, q: N = pq has {bits} bits, expected one of {tuple(allowed_bits)}")
+    if allowed_bits is not None and bits not in allowed_bits:
+        raise ValueError(f"p, q: N = pq has {bits} bits, expected one of {allowed_bits}")
     if bits < MIN_ANY_MODULUS_BITS:
         raise ValueError(f"p, q: N = pq has {bits} bits, fewer than {MIN_ANY_MODULUS_BITS}")
     if p == q or not is_safe_prime(p) or not is_safe_prime(q):
@@ -800,6 +801,9 @@ def combine(
                 "key shares"
             )
     signers = tuple(s.index for s in candidates[:need])
+    # A signer whose share made the signature is not "bad", even if it also sent a broken one.
+    for index in signers:
+        bad.pop(index, None)
     return CombineResult(
         signature=int(y).to_bytes(public.modulus_bytes, "big"),
         signers=signers,
