@@ -206,5 +206,29 @@ def up_command(
     sys.exit(run_until_signalled(cluster, click.echo))
 
 
+# --- gateway: `evault gateway` (src/evault/gateway) -----------------------------------------
+
+
+@main.command("gateway")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The gateway's gateway.toml, as written by `evault init`.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Listen on this port instead of the config's (0: any free port, printed when ready).",
+)
+def gateway_command(config_path: Path, port: int | None) -> None:
+    """Run the gateway (public HTTPS API and catalog) until SIGTERM or Ctrl-C."""
+    from evault.gateway.main import run_gateway
+
+    run_gateway(config_path, port)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
