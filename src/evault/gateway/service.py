@@ -568,7 +568,17 @@ class _Lane:
 
     @property
     def live(self) -> bool:
+        """Still taking data."""
         return self.dropped is None and self.task is not None and not self.task.done()
+
+    @property
+    def usable(self) -> bool:
+        """Taking data, or already answered without an error."""
+        if self.dropped is not None or self.task is None:
+            return False
+        if not self.task.done():
+            return True
+        return not self.task.cancelled() and self.task.exception() is None
 
     def drop(self, reason: str) -> None:
         if self.dropped is None:
@@ -673,9 +683,6 @@ class _DepositAttempt:
             record=record,
         )
 
-    def _live(self) -> list[_Lane]:
-        return [lane for lane in self.lanes.values() if lane.live]
-
     async def _offer(self, lane: _Lane, item: bytes | None) -> None:
         """Put ``item`` in the lane's queue; drop the lane if it stays full too long."""
         if not lane.live:
@@ -688,14 +695,16 @@ class _DepositAttempt:
         if lane.task is None:
             raise RuntimeError("lane started without its request task")
         putter = asyncio.ensure_future(lane.queue.put(item))
-        done, _ = await asyncio.wait(
-            {putter, lane.task},
-            timeout=self.s.stall_timeout_s,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        try:
+            done, _ = await asyncio.wait(
+                {putter, lane.task},
+                timeout=self.s.stall_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            putter.cancel()  # no-op when it is done; never left waiting on a dead queue
         if putter in done:
             return
-        putter.cancel()
         if lane.task not in done:
             lane.drop(f"stalled: took no data for {self.s.stall_timeout_s:g} s")
             log.warning("%s: node %d dropped: %s", self.what, lane.node, lane.dropped)
@@ -703,11 +712,11 @@ class _DepositAttempt:
     async def _offer_all(self, item: bytes | None) -> None:
         for lane in list(self.lanes.values()):
             await self._offer(lane, item)
-        live = len(self._live())
-        if live < self.s.cluster.k:
+        usable = sum(lane.usable for lane in self.lanes.values())
+        if usable < self.s.cluster.k:
             raise DepositFailed(
-                f"only {live} node(s) still receiving the document, {self.s.cluster.k} needed",
-                await self._lane_failures(),
+                f"only {usable} node(s) still receiving the document, {self.s.cluster.k} needed",
+                self._lane_failures(),
             )
 
     async def _pump(self, body: AsyncIterator[bytes]) -> tuple[int, str]:
@@ -730,7 +739,7 @@ class _DepositAttempt:
         await self._offer_all(_END)
         return total, hasher.hexdigest()
 
-    async def _lane_failures(self) -> dict[int, str]:
+    def _lane_failures(self) -> dict[int, str]:
         """Why each lane that ended did, for error messages (waits for nothing)."""
         out = {}
         for node, lane in self.lanes.items():
@@ -884,15 +893,18 @@ class _SliceReader:
     async def next_block(self, segment: int, timeout_s: float) -> bytes:
         """The verified block of ``segment``; raises the reader's error or ``NodeTimeout``."""
         getter = asyncio.ensure_future(self.queue.get())
-        done, _ = await asyncio.wait(
-            {getter, self.task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
+        try:
+            done, _ = await asyncio.wait(
+                {getter, self.task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if not getter.done():
+                getter.cancel()
         if getter in done:
             index, block = getter.result()
             if index != segment:  # a bug in the loop below, not the node's fault
                 raise RuntimeError(f"slice reader of node {self.node} is at segment {index}")
             return block
-        getter.cancel()
         if self.task.done():
             exc = self.task.exception() if not self.task.cancelled() else None
             if exc is not None:

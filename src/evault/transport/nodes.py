@@ -84,8 +84,8 @@ class Timeouts:
 class PoolLimits:
     """Connection pool limits of the shared client (all nodes together)."""
 
-    max_connections: int = 256
-    max_keepalive_connections: int = 64
+    max_connections: int = 512
+    max_keepalive_connections: int = 160
     keepalive_expiry_s: float = 60.0
 
     def to_httpx(self) -> httpx.Limits:
