@@ -613,12 +613,16 @@ def _challenge(
     return int.from_bytes(digest[: CHALLENGE_BITS // 8], "big")
 
 
-def _message_power(public: ThresholdPublicKey, message: bytes) -> tuple[Any, Any]:
-    """(x, x^(2Δ)) for the PSS-encoded message."""
+def _message_integer(public: ThresholdPublicKey, message: bytes) -> Any:
+    """x = OS2IP(EMSA-PSS-ENCODE(message)) < N, the integer the scheme signs."""
     if not isinstance(message, bytes | bytearray | memoryview):
         raise TypeError("message: expected bytes")
-    x = gmpy2.mpz(pss.encode_message(bytes(message), public.modulus_bits))
-    return x, gmpy2.powmod(x, 2 * public.delta, public._n)
+    return gmpy2.mpz(pss.encode_message(bytes(message), public.modulus_bits))
+
+
+def _message_power(public: ThresholdPublicKey, message: bytes) -> Any:
+    """x^(2Δ) for the PSS-encoded message x."""
+    return gmpy2.powmod(_message_integer(public, message), 2 * public.delta, public._n)
 
 
 def sign_share(
@@ -642,7 +646,7 @@ def sign_share(
         raise ValueError(f"share: index {share.index} is not in 1..{public.players}")
     rng = DEFAULT_RNG if rng is None else rng
     n_mod = public._n
-    _, x_2delta = _message_power(public, message)
+    x_2delta = _message_power(public, message)
     x_i = _powmod_secret(x_2delta, share.secret, n_mod)  # x^(2Δ s_i)
     x_tilde = x_2delta * x_2delta % n_mod  # x̃ = x^(4Δ)
     r = random_bits(rng, public.modulus_bits + 2 * CHALLENGE_BITS)
@@ -667,7 +671,7 @@ def verify_share(public: ThresholdPublicKey, message: bytes, share: SignatureSha
     value = gmpy2.mpz(share.value)
     if gmpy2.gcd(value, n_mod) != 1:
         raise InvalidShare(share.index, "value is not invertible mod N")
-    _, x_2delta = _message_power(public, message)
+    x_2delta = _message_power(public, message)
     x_tilde = x_2delta * x_2delta % n_mod
     v_i = public.verification_keys[share.index - 1]
     x_i_squared = value * value % n_mod
@@ -774,7 +778,7 @@ def combine(
             candidates.append(s)
     if len(candidates) < need:
         raise NotEnoughShares(have=len(candidates), need=need, bad=bad)
-    x, _ = _message_power(public, message)
+    x = _message_integer(public, message)
     y = _combine_subset(public, x, candidates[:need])
     if y is None:
         # Pessimistic path: check every proof, keep the good shares (a signer who sent several
