@@ -1,0 +1,82 @@
+"""The gateway process's start-up helpers (evault.gateway.main); the process itself runs in
+the end-to-end tests (tests/integration/test_vault_e2e.py)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from evault.config import ClusterParams, GatewayConfig, NodeEndpoint
+from evault.errors import ConfigError
+from evault.gateway import main
+from tests.unit.test_api_support import public_pem, vault_key
+
+
+def gateway_config(tmp_path: Path) -> GatewayConfig:
+    pem = tmp_path / "vault-public.pem"
+    pem.write_text(public_pem(vault_key()), encoding="ascii")
+    any_path = tmp_path / "unused"
+    return GatewayConfig(
+        path=tmp_path / "gateway.toml",
+        vault="0123456789abcdef0123456789abcdef",
+        host="127.0.0.1",
+        port=0,
+        database_url=f"sqlite:///{tmp_path / 'catalog.db'}",
+        max_document_bytes=1024,
+        node_timeout_s=5.0,
+        cluster=ClusterParams(5, 3, 4, "rs-isal-cauchy/v1", 1024 * 1024, "sha256-merkle/v1"),
+        ca_cert=any_path,
+        client_cert=any_path,
+        client_key=any_path,
+        server_cert=any_path,
+        server_key=any_path,
+        vault_public_key=pem,
+        threshold_public=any_path,
+        nodes=tuple(
+            NodeEndpoint(i, f"https://127.0.0.1:{7100 + i}", f"node-{i}") for i in range(1, 6)
+        ),
+    )
+
+
+def test_vault_info_reads_the_public_key_once(tmp_path: Path) -> None:
+    config = gateway_config(tmp_path)
+    info = main.read_vault_info(config)
+    assert info.public_key_pem == config.vault_public_key.read_text()
+    assert (info.n, info.m, info.k, info.t) == (5, 3, 4, 1)
+    assert info.vault_id == config.vault
+
+
+def test_a_missing_or_wrong_public_key_is_a_config_error(tmp_path: Path) -> None:
+    config = gateway_config(tmp_path)
+    with pytest.raises(ConfigError, match="cannot read the vault public key"):
+        main.read_vault_info(replace(config, vault_public_key=tmp_path / "absent.pem"))
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello", encoding="ascii")
+    with pytest.raises(ConfigError, match="not a PEM public key"):
+        main.read_vault_info(replace(config, vault_public_key=not_pem))
+
+
+def test_a_port_in_use_is_a_config_error() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            main._bind("127.0.0.1", port)
+    free = main._bind("127.0.0.1", 0)
+    try:
+        assert free.getsockname()[1] > 0
+    finally:
+        free.close()
+
+
+@pytest.mark.parametrize("port", [-1, 65536])
+def test_a_port_out_of_range_is_refused_before_anything_starts(port: int) -> None:
+    with pytest.raises(ValueError, match="port"):
+        main.run_gateway("/nonexistent/gateway.toml", port)
+
+
+def test_a_missing_config_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        main.run_gateway("/nonexistent/gateway.toml", None)
