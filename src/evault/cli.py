@@ -206,6 +206,12 @@ def up_command(
     sys.exit(run_until_signalled(cluster, click.echo))
 
 
+# --- client commands (register, login, deposit, retrieve, backup, ...): see evault.cli_client
+from evault.cli_client import register_client_commands  # noqa: E402
+
+register_client_commands(main)
+
+
 # --- gateway: `evault gateway` (src/evault/gateway) -----------------------------------------
 
 

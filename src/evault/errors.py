@@ -855,8 +855,13 @@ class BatchFailed(EvaultError):
         self.operation = operation
         self.failed = failed
         self.total = total
+        message = (
+            f"{operation} failed: {first}"
+            if total == 1
+            else f"{operation}: {failed} of {total} failed (first: {first})"
+        )
         super().__init__(
-            f"{operation}: {failed} of {total} failed (first: {first})",
+            message,
             operation=operation,
             failed=failed,
             total=total,
