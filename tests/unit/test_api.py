@@ -6,7 +6,9 @@ paths check that receipts verify against the published key and bytes come back u
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -590,3 +592,51 @@ def test_openapi_describes_the_raw_body_and_the_bytes(client: TestClient) -> Non
     )
     assert "HTTPValidationError" not in spec["components"]["schemas"]
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def _asgi_put(app: Any, path: str, token: str, first_chunk: bytes) -> list[dict[str, Any]]:
+    """Drive the app directly: send one chunk of a chunked body, then nothing at all."""
+    sent: list[dict[str, Any]] = []
+    stalled = asyncio.Event()  # never set: the client goes quiet after the first chunk
+    chunks = [{"type": "http.request", "body": first_chunk, "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            return chunks.pop()
+        await stalled.wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "PUT",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {token}".encode()), (b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_a_stalled_body_is_408_and_nothing_is_stored(tmp_path: Path) -> None:
+    with harness_at(tmp_path) as h:
+        h.app.state.evault = dataclasses.replace(h.settings, body_idle_timeout_s=0.05)
+        h.catalog.create_user("alice", PASSWORD, "Alice", "")
+        token = h.catalog.issue_token("alice", 60)
+        sent = _asgi_put(h.app, "/api/v1/documents/slow", token, b"first bytes")
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        assert start["status"] == 408
+        body = json.loads(b"".join(m.get("body", b"") for m in sent if "body" in m))
+        assert body["error"]["code"] == "body_timeout"
+        assert body["error"]["details"]["received"] == len(b"first bytes")
+        assert h.catalog.list_documents("alice") == []

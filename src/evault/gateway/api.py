@@ -30,7 +30,7 @@ import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Protocol
 
@@ -42,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.types import Receive, Scope, Send
 
-from evault.catalog import validate_document_name
+from evault.catalog import canonical_user_id, validate_document_name
 from evault.catalog.records import DocumentSummary, VersionRecord
 from evault.errors import (
     AuthFailed,
@@ -355,7 +355,7 @@ _bearer = HTTPBearer(
 @dataclass(frozen=True)
 class Caller:
     user_id: str
-    token: str
+    token: str = field(repr=False)  # never in a log line by accident
 
 
 async def current_caller(
@@ -562,7 +562,7 @@ async def register(body: UserCreate, s: Settings) -> UserCreated:
         s.catalog.create_user, body.user_id, body.password, body.name, body.contact
     )
     # The catalog stores ids in lower case; echo the stored form.
-    return UserCreated(user_id=body.user_id.lower())
+    return UserCreated(user_id=canonical_user_id(body.user_id))
 
 
 @router.post(
