@@ -105,6 +105,8 @@ STATUS_BY_ERROR: Final[Mapping[type[e.EvaultError], int]] = {
     e.GatewayRefused: 502,
     e.ContentMismatch: 502,
     e.BatchFailed: 500,
+    e.NoLocalReceipt: 500,
+    e.LocalFileError: 500,
 }
 
 #: Codes for failures that are not ``EvaultError``s, with their statuses.
