@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from evault.errors import DocumentCorrupt
 from evault.gateway.api import MAX_JSON_BODY_BYTES, StreamAborted, nodes_header
+from evault.gateway.app import create_app
 from evault.protocol.statement import Statement
 from tests.unit.test_api_support import PASSWORD, VAULT_ID, Harness, harness_at, verify_receipt
 
@@ -594,7 +595,9 @@ def test_openapi_describes_the_raw_body_and_the_bytes(client: TestClient) -> Non
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
-def _asgi_put(app: Any, path: str, token: str, first_chunk: bytes) -> list[dict[str, Any]]:
+def _asgi_stalled(
+    app: Any, method: str, path: str, token: str, first_chunk: bytes
+) -> list[dict[str, Any]]:
     """Drive the app directly: send one chunk of a chunked body, then nothing at all."""
     sent: list[dict[str, Any]] = []
     stalled = asyncio.Event()  # never set: the client goes quiet after the first chunk
@@ -613,7 +616,7 @@ def _asgi_put(app: Any, path: str, token: str, first_chunk: bytes) -> list[dict[
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
-        "method": "PUT",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
@@ -633,10 +636,21 @@ def test_a_stalled_body_is_408_and_nothing_is_stored(tmp_path: Path) -> None:
         h.app.state.evault = dataclasses.replace(h.settings, body_idle_timeout_s=0.05)
         h.catalog.create_user("alice", PASSWORD, "Alice", "")
         token = h.catalog.issue_token("alice", 60)
-        sent = _asgi_put(h.app, "/api/v1/documents/slow", token, b"first bytes")
+        sent = _asgi_stalled(h.app, "PUT", "/api/v1/documents/slow", token, b"first bytes")
         start = next(m for m in sent if m["type"] == "http.response.start")
         assert start["status"] == 408
         body = json.loads(b"".join(m.get("body", b"") for m in sent if "body" in m))
         assert body["error"]["code"] == "body_timeout"
         assert body["error"]["details"]["received"] == len(b"first bytes")
         assert h.catalog.list_documents("alice") == []
+
+
+def test_a_stalled_json_body_is_408(tmp_path: Path) -> None:
+    with harness_at(tmp_path) as h:
+        h.settings = dataclasses.replace(h.settings, body_idle_timeout_s=0.05)
+        app = create_app(h.settings)
+        sent = _asgi_stalled(app, "POST", "/api/v1/users", "unused", b'{"user_id": "ca')
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        assert start["status"] == 408
+        body = json.loads(b"".join(m.get("body", b"") for m in sent if "body" in m))
+        assert body["error"]["code"] == "body_timeout"

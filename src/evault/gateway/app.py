@@ -7,13 +7,14 @@ Layers, outermost first::
                       not sent); after it started, the exception propagates and the server
                       aborts the connection, so a broken download never looks complete
     _JsonBodyCap      JSON request bodies are read whole by FastAPI, so they are capped first
-                      (413 too_large); document uploads stream past it untouched
+                      (413 too_large, 408 body_timeout); document uploads stream past it
     FastAPI           exception handlers: EvaultError via the table in ``errors_http``;
                       validation errors, unknown paths and wrong methods in the same JSON shape
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -29,7 +30,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from evault import __version__
-from evault.errors import AuthFailed, EvaultError
+from evault.errors import AuthFailed, BodyTimeout, EvaultError
 from evault.gateway.api import (
     API_PREFIX,
     MAX_JSON_BODY_BYTES,
@@ -78,7 +79,9 @@ def create_app(settings: ApiSettings, *, lifespan: Lifespan | None = None) -> Fa
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     # Added last = outermost.
-    app.add_middleware(_JsonBodyCap, limit_bytes=MAX_JSON_BODY_BYTES)
+    app.add_middleware(
+        _JsonBodyCap, limit_bytes=MAX_JSON_BODY_BYTES, idle_timeout_s=settings.body_idle_timeout_s
+    )
     app.add_middleware(_Guard)
     return app
 
@@ -247,12 +250,14 @@ def _log_access(scope: Scope, status: int, sent_bytes: int, elapsed_s: float, ou
 
 class _JsonBodyCap:
     """Read small request bodies whole, up to ``limit_bytes``, before the app sees them;
-    refuse bigger ones with 413.  Document uploads (PUT under /documents/) are streamed by
-    their handler with their own limit, so they pass through untouched."""
+    refuse bigger ones with 413, and bodies that stall for ``idle_timeout_s`` with 408.
+    Document uploads (PUT under /documents/) are streamed by their handler with their own
+    limit, so they pass through untouched."""
 
-    def __init__(self, app: ASGIApp, limit_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, limit_bytes: int, idle_timeout_s: float) -> None:
         self.app = app
         self.limit_bytes = limit_bytes
+        self.idle_timeout_s = idle_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -271,7 +276,13 @@ class _JsonBodyCap:
         chunks: list[bytes] = []
         total = 0
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout(self.idle_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                timeout = BodyTimeout(self.idle_timeout_s, total)
+                await _send_json(send, 408, evault_error_body(timeout, 408))
+                return
             if message["type"] == "http.disconnect":
                 return  # nobody to answer
             body = message.get("body", b"")
