@@ -553,7 +553,7 @@ async def get_vault(s: Settings) -> VaultOut:
     "/users",
     status_code=201,
     response_model=UserCreated,
-    responses=_errors(400, 409, 413, 422),
+    responses=_errors(400, 408, 409, 413, 422),
     tags=["users"],
     summary="Register a user",
 )
@@ -569,7 +569,7 @@ async def register(body: UserCreate, s: Settings) -> UserCreated:
     "/tokens",
     status_code=201,
     response_model=TokenIssued,
-    responses=_errors(400, 401, 413, 422),
+    responses=_errors(400, 401, 408, 413, 422),
     tags=["users"],
     summary="Log in: exchange a user id and password for a bearer token",
 )
