@@ -218,6 +218,16 @@ def test_symlinks_do_not_lead_out_of_the_root(bk: Backup, tmp_path: Path) -> Non
     ]
 
 
+def test_files_the_vault_cannot_name_are_skipped_visibly(bk: Backup) -> None:
+    bk.profile.write_text(f'name = "all"\nroots = ["{bk.app}"]\n')
+    bk.write(bk.app / "docs" / "receipt", b"a file named receipt")
+    bk.write(bk.app / "docs" / "ok.txt", b"fine")
+    out = bk.backup()
+    assert [d["name"] for d in out["result"]["deposited"]] == ["application/docs/ok.txt"]
+    assert [s["path"] for s in out["plan"]["skipped"]] == ["application/docs/receipt"]
+    assert "refuses document names ending in 'receipt'" in out["plan"]["skipped"][0]["reason"]
+
+
 def test_restore_brings_the_tree_back_verified(bk: Backup, tmp_path: Path) -> None:
     bk.write(bk.app / "src" / "main.c", b"int main;")
     bk.write(bk.personal / "my_last_will_and_testament", b"all to the cat")

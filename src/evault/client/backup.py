@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from evault.client.changes import ChangeDecision, ChangePlan, FileStat, FileState, plan_changes
 from evault.client.profile import BackupProfile, ProfileRoot
@@ -58,6 +58,14 @@ from evault.protocol.statement import parse_time
 from evault.retention import RetentionPlan, VersionInfo
 
 # --- walking ------------------------------------------------------------------------------------
+
+#: The public API refuses a document name whose last segment is one of these (they name the
+#: sub-resources of a document); such files are skipped, visibly, rather than failing each run.
+RESERVED_LAST_SEGMENTS: Final = ("receipt", "versions")
+RESERVED_REASON: Final = (
+    "the vault refuses document names ending in 'receipt' or 'versions' (public API); "
+    "deposit it under another name with `evault deposit --name`"
+)
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,9 @@ def walk_root(profile: BackupProfile, root: ProfileRoot) -> tuple[list[LocalFile
                         subdirs.append((rel, Path(entry.path)))
                     continue
                 if not profile.selector.file(rel).selected:
+                    continue
+                if entry.name in RESERVED_LAST_SEGMENTS:
+                    skipped.append(Skipped(rel, RESERVED_REASON))
                     continue
                 if entry.is_symlink():
                     target = Path(entry.path).resolve()
