@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -263,6 +264,10 @@ class _BarProgress:
         self.files: TaskID = self.bar.add_task(f"{verb} files", total=files)
         self.bytes: TaskID = self.bar.add_task(f"{verb} bytes", total=total_bytes or None)
         self.verb = verb
+        # Retrievals learn each size from its receipt only as they start: grow the total then.
+        self.growing = total_bytes == 0
+        self.known_bytes = 0
+        self._lock = threading.Lock()
 
     def __enter__(self) -> _BarProgress:
         self.bar.start()
@@ -273,6 +278,10 @@ class _BarProgress:
 
     def file_started(self, label: str, size: int) -> None:
         self.bar.update(self.files, description=f"{self.verb} {_short(label)}")
+        if self.growing:
+            with self._lock:
+                self.known_bytes += size
+                self.bar.update(self.bytes, total=self.known_bytes or None)
 
     def advance(self, nbytes: int) -> None:
         self.bar.advance(self.bytes, nbytes)
