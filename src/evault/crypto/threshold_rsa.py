@@ -161,6 +161,18 @@ class ThresholdPublicKey:
     ``(n_modulus, e)`` is an ordinary RSA public key (:meth:`to_pem`); ``players`` (n),
     ``threshold`` (k), ``v`` and ``verification_keys`` (v_1 … v_n, index i at position i − 1)
     are what a combiner needs to check individual shares.
+
+    JSON form (:meth:`to_dict`; :meth:`to_json` is its RFC 8785 canonical bytes), version 1::
+
+        {"format": "evault-threshold-rsa-public-key", "version": 1,
+         "modulus": "<hex, 2·B digits>", "public_exponent": 65537,
+         "players": n, "threshold": k,
+         "verification_base": "<hex, 2·B digits>",
+         "verification_keys": ["<hex, 2·B digits>", …]}      # n entries, signer 1 first
+
+    where B = ⌈|N|/8⌉ and every hex string is lowercase, big-endian, zero-padded.  Readers
+    accept only moduli of ALLOWED_MODULUS_BITS and reject unknown fields.
+    Version history: 1 — first version.
     """
 
     n_modulus: int
@@ -363,6 +375,8 @@ class SignatureShare:
         3           B      x_i, big-endian, B = modulus bytes, 0 < x_i < N
         3+B         16     c, the L1 = 128-bit challenge
         19+B        Z      z, big-endian, Z = ⌈(|N| + 2·L1 + 1) / 8⌉, z < 2^(|N| + 2·L1 + 1)
+
+    (564 bytes for a 2048-bit key, 820 for 3072.)  Version history: 1 — first version.
     """
 
     index: int
