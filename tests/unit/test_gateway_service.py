@@ -816,6 +816,29 @@ def test_catalog_receipt_that_does_not_verify_is_refused() -> None:
         h.retrieve()
 
 
+def test_idle_readers_give_back_their_connections_and_resume() -> None:
+    h = Harness(cluster(), reader_idle_s=0.05)
+    data = document(8 * SEGMENT)
+    h.deposit(data)
+
+    async def go(service: VaultService) -> tuple[bytes, Any]:
+        retrieval = await service.retrieve("alice", "doc.bin")
+        iterator = aiter(retrieval)
+        first = await anext(iterator)
+        readers = list(retrieval._reader.readers.values())
+        await asyncio.wait([r.task for r in readers])  # each gave up, its queue full
+        assert all(r.idle for r in readers)
+        rest = b"".join([chunk async for chunk in iterator])
+        return first + rest, retrieval
+
+    got, retrieval = h.run(go)
+    assert got == data
+    assert retrieval.faulty == {} and retrieval.failed == {}
+    # reopened where the consumer stopped taking blocks, on the same nodes
+    assert h.slice_requests(1)[0] == {} and len(h.slice_requests(1)) >= 2
+    assert h.slice_requests(4) == [] and h.slice_requests(5) == []
+
+
 def test_abandoned_retrieval_closes_its_streams() -> None:
     h = Harness(cluster())
     h.deposit(document(6 * SEGMENT))
@@ -823,9 +846,11 @@ def test_abandoned_retrieval_closes_its_streams() -> None:
     async def go(service: VaultService) -> list[bool]:
         retrieval = await service.retrieve("alice", "doc.bin")
         readers = list(retrieval._reader.readers.values())
-        async with retrieval:
-            iterator = aiter(retrieval)
-            await anext(iterator)
+        # Regression: readers blocked on a full queue once ignored cancellation (wait_for).
+        async with asyncio.timeout(5):
+            async with retrieval:
+                iterator = aiter(retrieval)
+                await anext(iterator)
         return [reader.task.done() for reader in readers]
 
     assert h.run(go) == [True, True, True]

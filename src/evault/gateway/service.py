@@ -80,6 +80,8 @@ Clock = Callable[[], datetime]
 
 #: Largest piece of a client chunk handed to the node queues (bigger chunks are cut).
 MAX_PIECE_BYTES = 256 * 1024
+#: A retrieval's slice stream whose blocks nobody takes for this long releases its connection.
+READER_IDLE_S = 60.0
 _HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
@@ -272,6 +274,7 @@ class VaultService:
         slow_node_s: float | None = None,
         queue_chunks: int = 8,
         catalog_in_thread: bool = True,
+        reader_idle_s: float = READER_IDLE_S,
     ) -> VaultService:
         """A service from explicit parts.
 
@@ -282,6 +285,8 @@ class VaultService:
         next block before replacing it (both default to ``node_timeout_s``).
         ``queue_chunks``: chunks buffered per node during a deposit (pieces of at most
         ``MAX_PIECE_BYTES``).  ``catalog_in_thread``: run catalog calls in a worker thread.
+        ``reader_idle_s``: how long a retrieval's slice stream may wait for its consumer before
+        it gives its connection back (it is reopened where it stopped if the consumer returns).
         """
         self = cls.__new__(cls)
         self._setup(
@@ -296,6 +301,7 @@ class VaultService:
             slow_node_s=slow_node_s,
             queue_chunks=queue_chunks,
             catalog_in_thread=catalog_in_thread,
+            reader_idle_s=reader_idle_s,
         )
         return self
 
@@ -313,6 +319,7 @@ class VaultService:
         slow_node_s: float | None = None,
         queue_chunks: int = 8,
         catalog_in_thread: bool = True,
+        reader_idle_s: float = READER_IDLE_S,
     ) -> None:
         clients = nodes.clients if isinstance(nodes, NodeSet) else dict(nodes)
         if sorted(clients) != list(range(1, cluster.n + 1)):
@@ -334,6 +341,7 @@ class VaultService:
         self.queue_chunks = queue_chunks
         self.t = cluster.t
         self._catalog_in_thread = catalog_in_thread
+        self.reader_idle_s = reader_idle_s
 
     async def aclose(self) -> None:
         if self._node_set is not None:
@@ -846,6 +854,10 @@ async def _audit_faults(
 # --- retrieval -------------------------------------------------------------------------------
 
 
+class _ReaderIdle(Exception):
+    """A slice reader stopped because its blocks were not taken: reopen it, blame no one."""
+
+
 class _SliceReader:
     """Streams one node's slice from ``from_segment``: verified blocks into a small queue."""
 
@@ -858,6 +870,7 @@ class _SliceReader:
         fv_hash: bytes,
         layout: Layout,
         from_segment: int,
+        idle_s: float,
         read_ahead: int = 2,
     ) -> None:
         self.client = client
@@ -869,6 +882,9 @@ class _SliceReader:
         self._fv_hash = fv_hash
         self._layout = layout
         self._from = from_segment
+        self._idle_s = idle_s
+        #: set when the reader gave up its connection because nobody took its blocks
+        self.idle = False
         self.task: asyncio.Task[None] = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
@@ -888,7 +904,25 @@ class _SliceReader:
             for i in range(self._from, count):
                 block = await stream.read_exactly(layout.block_bytes(i))
                 verifier.verify(i, block)
-                await self.queue.put((i, block))
+                if not await self._put((i, block)):
+                    # The consumer went quiet (a very slow client, or a retrieval abandoned
+                    # without aclose): free the pooled connection; it is reopened on demand.
+                    self.idle = True
+                    return
+
+    async def _put(self, item: tuple[int, bytes]) -> bool:
+        """Queue ``item``; False if it could not be queued within the idle time."""
+        try:
+            self.queue.put_nowait(item)
+            return True
+        except asyncio.QueueFull:
+            pass
+        putter = asyncio.ensure_future(self.queue.put(item))
+        try:
+            done, _ = await asyncio.wait({putter}, timeout=self._idle_s)
+        finally:
+            putter.cancel()  # no-op once done
+        return putter in done
 
     async def next_block(self, segment: int, timeout_s: float) -> bytes:
         """The verified block of ``segment``; raises the reader's error or ``NodeTimeout``."""
@@ -909,6 +943,8 @@ class _SliceReader:
             exc = self.task.exception() if not self.task.cancelled() else None
             if exc is not None:
                 raise exc
+            if self.idle:
+                raise _ReaderIdle
             raise BadNodeAnswer(self.node, "slice", f"stream ended before segment {segment}")
         raise NodeTimeout(self.node, "slice", f"no block within {timeout_s:g} s")
 
@@ -1042,6 +1078,7 @@ class _DocumentReader:
             fv_hash=self.fv_hash,
             layout=self.layout,
             from_segment=from_segment,
+            idle_s=self.s.reader_idle_s,
         )
 
     async def _replace(self, reader: _SliceReader, exc: BaseException, segment: int) -> None:
@@ -1087,6 +1124,9 @@ class _DocumentReader:
             for reader, result in zip(waiting, results, strict=True):
                 if isinstance(result, bytes):
                     blocks[reader.slice_index] = result
+                elif isinstance(result, _ReaderIdle):
+                    log.info("%s: reopening node %d at segment %d", self.what, reader.node, i)
+                    self._start_reader(reader.node, i)
                 elif isinstance(result, EvaultError):
                     await self._replace(reader, result, i)
                 else:
