@@ -15,6 +15,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -910,3 +911,43 @@ def test_health_reports_each_node() -> None:
     assert result[1] == "ok"
     assert "connect" in result[2]
     assert "answers as node 1" in result[3]
+
+
+# --- with the real catalog (SQLite) ------------------------------------------------------------
+
+
+def test_with_the_real_sqlite_catalog(tmp_path: Path) -> None:
+    from argon2 import PasswordHasher
+
+    from evault.catalog import Catalog
+
+    catalog = Catalog(
+        f"sqlite:///{tmp_path / 'catalog.sqlite'}",
+        password_hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1),
+    )
+    try:
+        catalog.migrate()
+        catalog.create_user("alice", "correct horse battery", "Alice", "")
+        h = Harness(cluster())
+        h.catalog = catalog  # type: ignore[assignment]
+        data = document(3 * SEGMENT + 1)
+        outcome = h.deposit(data)
+        assert catalog.get_version("alice", "doc.bin").statement == outcome.statement
+        got, _ = h.retrieve()
+        assert got == data
+        # a failed deposit is never listed
+        h.nodes[1].faults.down = True
+        h.nodes[2].faults.down = True
+        with pytest.raises(DepositFailed):
+            h.deposit(document(10), name="never.bin")
+        assert [d.name for d in catalog.list_documents("alice")] == ["doc.bin"]
+
+        async def delete(service: VaultService) -> Any:
+            return await service.delete("alice", "doc.bin", 1)
+
+        h.nodes[1].faults.down = False
+        h.nodes[2].faults.down = False
+        h.run(delete)
+        assert catalog.list_documents("alice") == []
+    finally:
+        catalog.close()
