@@ -137,12 +137,18 @@ class VaultFactory:
         *,
         extra_node_args: dict[int, list[str]] | None = None,
         env: dict[str, str] | None = None,
+        database_url: str | None = None,
     ) -> LiveVault:
         key = (n, m, k)
         if key not in self.templates:
             self.templates[key] = make_template(self.tmp_root, n, m, k)
         shutil.copytree(self.templates[key], target)
         port = relocate(target)
+        if database_url is not None:
+            _rewrite(
+                target / "gateway" / "gateway.toml",
+                lambda doc: doc["gateway"].__setitem__("database_url", database_url),
+            )
         cluster = start_cluster(target, port=port, extra_node_args=extra_node_args, env=env)
         ctx = ssl.create_default_context(cafile=str(target / "client" / "ca.pem"))
         client = httpx.Client(base_url=cluster.gateway_url, verify=ctx, timeout=120.0)
