@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from evault import __version__
 from evault.errors import AuthFailed, BodyTimeout, EvaultError
+from evault.gateway import web
 from evault.gateway.api import (
     API_PREFIX,
     MAX_JSON_BODY_BYTES,
@@ -78,6 +79,7 @@ def create_app(settings: ApiSettings, *, lifespan: Lifespan | None = None) -> Fa
     app.add_exception_handler(EvaultError, _on_evault_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    web.install(app)  # web UI: pages, static files, HTML 404s for browsers (gateway/web.py)
     # Added last = outermost.
     app.add_middleware(
         _JsonBodyCap, limit_bytes=MAX_JSON_BODY_BYTES, idle_timeout_s=settings.body_idle_timeout_s
@@ -266,6 +268,8 @@ class _JsonBodyCap:
             or (
                 scope.get("method") == "PUT" and scope.get("path", "").startswith(_DOCUMENTS_PREFIX)
             )
+            # The web UI's upload form streams its multipart body too (gateway/web.py).
+            or (scope.get("method") == "POST" and scope.get("path") == web.UPLOAD_PATH)
         ):
             await self.app(scope, receive, send)
             return
