@@ -951,3 +951,17 @@ def test_with_the_real_sqlite_catalog(tmp_path: Path) -> None:
         assert catalog.list_documents("alice") == []
     finally:
         catalog.close()
+
+
+def test_nothing_is_undone_once_the_receipt_is_committed() -> None:
+    h = Harness(cluster())
+    h.nodes[3].faults.bad_share = True  # so that an audit row is written after the commit
+
+    def broken_audit(action: str, **kwargs: Any) -> None:
+        raise RuntimeError("audit table is gone")
+
+    h.catalog.audit = broken_audit  # type: ignore[method-assign]
+    outcome = h.deposit(document(500))
+    assert h.catalog.state("alice", "doc.bin", 1) == "stored"
+    assert set(outcome.faulty) == {3}
+    assert all(len(node.objects) == 1 for node in h.nodes.values())

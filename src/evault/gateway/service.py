@@ -400,6 +400,9 @@ class VaultService:
         try:
             outcome = await attempt.run(body, key_wrap)
         except BaseException as exc:
+            if attempt.committed:
+                raise  # stored and listed: its objects must stay, whatever failed after
+
             reason = _describe(exc)
             # Shielded: a cancelled request (client gone) must still clean up after itself.
             cleanup = asyncio.ensure_future(attempt.abandon(reason))
@@ -605,6 +608,8 @@ class _DepositAttempt:
         self.sha256 = sha256
         self.lanes: dict[int, _Lane] = {}
         self.what = f"deposit of version {proposal.version} of {proposal.name!r}"
+        #: the catalog recorded the receipt: from here on nothing may be undone
+        self.committed = False
 
     async def run(self, body: AsyncIterator[bytes], key_wrap: bytes | None) -> DepositOutcome:
         s, p = self.s, self.proposal
@@ -677,6 +682,7 @@ class _DepositAttempt:
             encrypted=statement.encrypted,
             key_wrap=key_wrap,
         )
+        self.committed = True
         s._report(self.what, faulty, failed)
         if faulty:
             await _audit_faults(s, "deposit", p.owner, p.name, p.version, faulty)
@@ -847,7 +853,7 @@ async def _audit_faults(
             outcome="failed",
             details={"during": action, "nodes": {str(k): v for k, v in faulty.items()}},
         )
-    except EvaultError as exc:
+    except Exception as exc:  # an audit row is not worth failing a committed operation
         log.error("could not audit faulty nodes: %s", exc)
 
 
