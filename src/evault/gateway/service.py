@@ -425,6 +425,11 @@ class VaultService:
         record = await self._db(self.catalog.get_version, owner, name, version)
         await asyncio.to_thread(self.combiner.verify, record.statement, record.signature)
         statement = Statement.from_bytes(record.statement)
+        if statement.vault != self.vault:
+            raise ConfigError(
+                f"the catalog's receipt for {name!r} is from vault {statement.vault}, "
+                f"this gateway serves vault {self.vault}"
+            )
         reader = _DocumentReader(self, record, statement)
         try:
             await reader.start()
