@@ -9,7 +9,7 @@ Layout written (see ``evault.config`` for the file formats)::
     DIR/vault.toml  DIR/public/{vault-public.pem,threshold.json,ca.pem,seal-keys.json}
     DIR/nodes/node-<i>/{node.toml,tls.pem,tls.key,signing-share.json,seal.key,data/}
     DIR/gateway/{gateway.toml,client.pem,client.key,https.pem,https.key}
-    DIR/client/{ca.pem,vault-public.pem}
+    DIR/client/{ca.pem,vault-public.pem,seal-keys.json}
 """
 
 from __future__ import annotations
@@ -165,7 +165,11 @@ def init_vault(
             },
         )
         node_configs.append(ndir / "node.toml")
-    (public / "seal-keys.json").write_text(json.dumps(seal_public, indent=2) + "\n")
+    seal_json = json.dumps(seal_public, indent=2) + "\n"
+    (public / "seal-keys.json").write_text(seal_json)
+    # The client needs the nodes' sealing keys from a source the gateway cannot forge, to deal
+    # its unwrap-key shares (DESIGN §7); the dealer puts them in the client bundle.
+    (client_dir / "seal-keys.json").write_text(seal_json)
 
     key, cert = tls.issue_certificate(
         ca_key, ca_cert, common_name=GATEWAY_CERT_CN, server=False, client=True, now=now

@@ -140,6 +140,7 @@ def write_client_config(directory: Path, gateways: list[str]) -> Path:
         "gateways": gateways,
         "ca_cert": str((directory / "client" / "ca.pem").resolve()),
         "vault_public_key": str((directory / "client" / "vault-public.pem").resolve()),
+        "seal_keys": str((directory / "client" / "seal-keys.json").resolve()),
     }
     tmp = path.with_suffix(".toml.tmp")
     tmp.write_bytes(tomli_w.dumps(doc).encode("utf-8"))
