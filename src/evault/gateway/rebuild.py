@@ -1,0 +1,441 @@
+"""Retrieval (DESIGN §6): slices streamed from m nodes, checked as they arrive, rebuilt.
+
+Every node is asked for its metadata; the FV whose hash the signed receipt carries is settled on
+(a node holding another is named faulty) as soon as m nodes agree.  Slices are streamed from m
+nodes at once (systematic slices first, see the planner); the leaf list of each is checked
+against its root in the FV, then each block against its leaf as it arrives.  A node that fails,
+lies or stays silent for ``slow_node_s`` is replaced by the next best node, resuming at the
+segment where it failed (``from_segment``).  Segments are decoded in a worker thread and handed
+out one by one; each slice stream reads at most two blocks ahead, so memory stays a few segments.
+
+The first segment is rebuilt before :meth:`VaultService.retrieve` returns, so a document that
+cannot be rebuilt fails with an error rather than a truncated stream; the last segment is
+withheld until the whole document's SHA-256 matches the receipt, so a wrong document is never
+delivered complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from evault.catalog.records import VersionRecord
+from evault.errors import (
+    BadNodeAnswer,
+    ConfigError,
+    DocumentCorrupt,
+    EvaultError,
+    FingerprintError,
+    FormatError,
+    NodeRejected,
+    NodeTimeout,
+    SliceCorrupt,
+)
+from evault.gateway import planner
+from evault.gateway.fanout import audit_faults, describe_failure, detach
+from evault.ida import Layout
+from evault.ida.fingerprint import FingerprintVector, SliceVerifier, leaves_from_bytes
+from evault.protocol.node_api import ObjectMeta, object_id
+from evault.protocol.statement import Statement
+from evault.transport.nodes import NodeClient
+
+if TYPE_CHECKING:
+    from evault.gateway.service import VaultService
+
+log = logging.getLogger("evault.gateway")
+
+#: A slice stream whose blocks nobody takes for this long releases its connection.
+READER_IDLE_S = 60.0
+
+
+class Retrieval:
+    """A document being rebuilt: iterate it (``async for chunk in retrieval``) once.
+
+    ``faulty`` and ``failed`` fill as the stream goes (node → reason).  Close it with
+    :meth:`aclose` (or ``async with``) if you stop before the end; finishing the iteration
+    closes it too.  The iteration raises ``DocumentCorrupt`` instead of delivering the last
+    segment if the whole document's SHA-256 is wrong, and ``NotEnoughSlices`` if too few
+    nodes remain.
+    """
+
+    def __init__(self, reader: DocumentReader) -> None:
+        self._reader = reader
+        self.record: VersionRecord = reader.record
+        self.statement: Statement = reader.statement
+        self.size: int = reader.statement.size
+        self.sha256: str = reader.statement.sha256
+        self.faulty: dict[int, str] = reader.faulty
+        self.failed: dict[int, str] = reader.failed
+        self._iterator: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._iterator is not None:
+            raise RuntimeError("a Retrieval can be iterated only once")
+        self._iterator = self._reader.stream()
+        return self._iterator
+
+    async def aclose(self) -> None:
+        await self._reader.close()
+
+    async def __aenter__(self) -> Retrieval:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class _ReaderIdle(Exception):
+    """A slice reader stopped because its blocks were not taken: reopen it, blame no one."""
+
+
+class _SliceReader:
+    """Streams one node's slice from ``from_segment``: verified blocks into a small queue."""
+
+    def __init__(
+        self,
+        client: NodeClient,
+        oid: str,
+        *,
+        fv: FingerprintVector,
+        fv_hash: bytes,
+        layout: Layout,
+        from_segment: int,
+        idle_s: float,
+        read_ahead: int = 2,
+    ) -> None:
+        self.client = client
+        self.node = client.index
+        self.slice_index = planner.slice_of(client.index)
+        self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=read_ahead)
+        self._oid = oid
+        self._fv = fv
+        self._fv_hash = fv_hash
+        self._layout = layout
+        self._from = from_segment
+        self._idle_s = idle_s
+        #: set when the reader gave up its connection because nobody took its blocks
+        self.idle = False
+        self.task: asyncio.Task[None] = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        layout, j = self._layout, self.slice_index
+        count = layout.segment_count
+        async with self.client.slice(self._oid, self._from) as stream:
+            if stream.slice_index != j:
+                raise BadNodeAnswer(self.node, "slice", f"serves slice {stream.slice_index}")
+            if stream.fv_hash != self._fv_hash:
+                raise BadNodeAnswer(self.node, "slice", "serves a slice of another FV")
+            if stream.segment_count != count:
+                raise BadNodeAnswer(
+                    self.node, "slice", f"has {stream.segment_count} segments, not {count}"
+                )
+            raw = await stream.read_exactly(stream.leaves_bytes)
+            verifier = SliceVerifier(self._fv.roots[j], j, leaves_from_bytes(raw, count))
+            for i in range(self._from, count):
+                block = await stream.read_exactly(layout.block_bytes(i))
+                verifier.verify(i, block)
+                if not await self._put((i, block)):
+                    # The consumer went quiet (a very slow client, or a retrieval abandoned
+                    # without aclose): free the pooled connection; it is reopened on demand.
+                    self.idle = True
+                    return
+
+    async def _put(self, item: tuple[int, bytes]) -> bool:
+        """Queue ``item``; False if it could not be queued within the idle time."""
+        try:
+            self.queue.put_nowait(item)
+            return True
+        except asyncio.QueueFull:
+            pass
+        putter = asyncio.ensure_future(self.queue.put(item))
+        try:
+            done, _ = await asyncio.wait({putter}, timeout=self._idle_s)
+        finally:
+            putter.cancel()  # no-op once done
+        return putter in done
+
+    async def next_block(self, segment: int, timeout_s: float) -> bytes:
+        """The verified block of ``segment``; raises the reader's error or ``NodeTimeout``."""
+        getter = asyncio.ensure_future(self.queue.get())
+        try:
+            done, _ = await asyncio.wait(
+                {getter, self.task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter in done:
+            index, block = getter.result()
+            if index != segment:  # a bug in the loop below, not the node's fault
+                raise RuntimeError(f"slice reader of node {self.node} is at segment {index}")
+            return block
+        if self.task.done():
+            exc = self.task.exception() if not self.task.cancelled() else None
+            if exc is not None:
+                raise exc
+            if self.idle:
+                raise _ReaderIdle
+            raise BadNodeAnswer(self.node, "slice", f"stream ended before segment {segment}")
+        raise NodeTimeout(self.node, "slice", f"no block within {timeout_s:g} s")
+
+    async def close(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+        with contextlib.suppress(BaseException):
+            await self.task
+
+
+class DocumentReader:
+    def __init__(self, service: VaultService, record: VersionRecord, statement: Statement) -> None:
+        self.s = service
+        self.record = record
+        self.statement = statement
+        self.layout = Layout(
+            statement.size, statement.segment_bytes, statement.m, statement.n, statement.codec
+        )
+        self.oid = object_id(statement.vault, statement.owner, statement.name, statement.version)
+        self.fv_hash = bytes.fromhex(statement.fv_hash)
+        self.faulty: dict[int, str] = {}
+        self.failed: dict[int, str] = {}
+        self.agreeing: set[int] = set()
+        self.fv: FingerprintVector | None = None
+        self.readers: dict[int, _SliceReader] = {}
+        self.hasher = hashlib.sha256()
+        self.first: bytes | None = None
+        self.what = (
+            f"retrieval of version {statement.version} of {statement.name!r} "
+            f"(owner {statement.owner})"
+        )
+        self._closed = False
+        if len(self.s.clients) != statement.n:
+            raise ConfigError(
+                f"version {statement.version} of {statement.name!r} was dispersed over "
+                f"{statement.n} nodes, this gateway knows {len(self.s.clients)}"
+            )
+
+    # ---- FV ----
+
+    def _check_meta(self, node: int, meta: ObjectMeta) -> FingerprintVector | str:
+        """The node's FV, or why its metadata is unacceptable."""
+        if meta.node != node or meta.slice_index != planner.slice_of(node):
+            return f"answers as node {meta.node} holding slice {meta.slice_index}"
+        if meta.segment_count != self.layout.segment_count:
+            return f"reports {meta.segment_count} segments, not {self.layout.segment_count}"
+        if meta.slice_bytes != self.layout.slice_bytes():
+            return f"reports a slice of {meta.slice_bytes} bytes, not {self.layout.slice_bytes()}"
+        if meta.statement != self.record.statement:
+            return "holds a statement other than the receipt's"
+        try:
+            return FingerprintVector(tuple(meta.fv))
+        except ValueError as exc:
+            return f"holds an unusable FV: {exc}"
+
+    async def _settle_fv(self) -> None:
+        """Ask every node for its metadata until m hold the receipt's FV (or all answered)."""
+        n, m = self.statement.n, self.statement.m
+
+        async def ask(client: NodeClient) -> tuple[int, ObjectMeta | BaseException]:
+            try:
+                return client.index, await client.meta(self.oid)
+            except EvaultError as exc:
+                return client.index, exc
+
+        tasks = [asyncio.ensure_future(ask(c)) for c in self.s.clients.values()]
+        candidates: dict[int, FingerprintVector | None] = {}
+        matching = 0
+        try:
+            for next_done in asyncio.as_completed(tasks, timeout=self.s.node_timeout_s):
+                try:
+                    node, answer = await next_done
+                except TimeoutError:
+                    break
+                if isinstance(answer, BaseException):
+                    self._blame(node, answer)
+                    continue
+                checked = self._check_meta(node, answer)
+                if isinstance(checked, str):
+                    self.faulty[node] = checked
+                    continue
+                candidates[node] = checked
+                matching += checked.fv_hash() == self.fv_hash
+                if matching >= m:
+                    break  # enough to read from; the others stay spares
+        finally:
+            for task in tasks:
+                task.cancel()
+        try:
+            settled = planner.plan_fv(candidates, t=self.s.t, expected_hash=self.fv_hash)
+        except FingerprintError as exc:
+            for node in candidates:
+                self.faulty[node] = "holds an FV that differs from the receipt's fv_hash"
+            self.log_nodes()
+            raise planner.not_enough_slices(
+                have=0, need=m, failed=self._excluded() | self._silent(n)
+            ) from exc
+        self.fv = settled.fv
+        self.agreeing = set(settled.agreeing)
+        self.faulty.update(settled.faulty)
+
+    def _silent(self, n: int) -> dict[int, str]:
+        known = set(self.agreeing) | set(self.faulty) | set(self.failed)
+        return {
+            node: f"no metadata within {self.s.node_timeout_s:g} s"
+            for node in range(1, n + 1)
+            if node not in known
+        }
+
+    # ---- slices ----
+
+    def _blame(self, node: int, exc: BaseException) -> None:
+        """Record why ``node`` is out: faulty if it lied or broke the protocol, failed if not."""
+        if isinstance(exc, SliceCorrupt | BadNodeAnswer | FingerprintError | FormatError):
+            self.faulty.setdefault(node, describe_failure(exc))
+        elif isinstance(exc, NodeRejected) and exc.node_code == "not_found":
+            self.failed.setdefault(node, "does not hold the object")
+        else:
+            self.failed.setdefault(node, describe_failure(exc))
+
+    def _excluded(self) -> dict[int, str]:
+        return planner.merge_reasons(self.faulty, self.failed)
+
+    def _start_reader(self, node: int, from_segment: int) -> None:
+        if self.fv is None:
+            raise RuntimeError("FV not settled")
+        self.readers[node] = _SliceReader(
+            self.s.clients[node],
+            self.oid,
+            fv=self.fv,
+            fv_hash=self.fv_hash,
+            layout=self.layout,
+            from_segment=from_segment,
+            idle_s=self.s.reader_idle_s,
+        )
+
+    async def _replace(self, reader: _SliceReader, exc: BaseException, segment: int) -> None:
+        self._blame(reader.node, exc)
+        log.warning(
+            "%s: node %d dropped at segment %d: %s",
+            self.what,
+            reader.node,
+            segment,
+            self._excluded()[reader.node],
+        )
+        del self.readers[reader.node]
+        await reader.close()
+        choice = planner.plan_replacement(
+            n=self.statement.n,
+            m=self.statement.m,
+            agreeing=self.agreeing,
+            active=self.readers,
+            excluded=self._excluded(),
+        )
+        if choice is None:
+            self.log_nodes()
+            raise planner.not_enough_slices(
+                have=len(self.readers), need=self.statement.m, failed=self._excluded()
+            )
+        log.info(
+            "%s: reading node %d from segment %d (%s)",
+            self.what,
+            choice.node,
+            segment,
+            choice.reason,
+        )
+        self._start_reader(choice.node, segment)
+
+    async def _segment(self, i: int) -> bytes:
+        """Rebuild segment ``i`` from m verified blocks, replacing nodes that fail."""
+        blocks: dict[int, bytes] = {}
+        while len(blocks) < self.statement.m:
+            waiting = [r for r in self.readers.values() if r.slice_index not in blocks]
+            results = await asyncio.gather(
+                *(r.next_block(i, self.s.slow_node_s) for r in waiting), return_exceptions=True
+            )
+            for reader, result in zip(waiting, results, strict=True):
+                if isinstance(result, bytes):
+                    blocks[reader.slice_index] = result
+                elif isinstance(result, _ReaderIdle):
+                    log.info("%s: reopening node %d at segment %d", self.what, reader.node, i)
+                    self._start_reader(reader.node, i)
+                elif isinstance(result, EvaultError):
+                    await self._replace(reader, result, i)
+                else:
+                    raise result
+        layout, hasher = self.layout, self.hasher
+        codec = layout.codec
+
+        def decode() -> bytes:
+            data = codec.decode(blocks, layout.segment_len(i))
+            hasher.update(data)
+            return data
+
+        return await asyncio.to_thread(decode)
+
+    def _check_digest(self) -> None:
+        actual = self.hasher.hexdigest()
+        if actual != self.statement.sha256:
+            log.error(
+                "%s: rebuilt document hashes to %s, not %s",
+                self.what,
+                actual,
+                self.statement.sha256,
+            )
+            raise DocumentCorrupt(self.statement.sha256, actual)
+
+    async def start(self) -> None:
+        count = self.layout.segment_count
+        if count == 0:
+            self._check_digest()
+            return
+        await self._settle_fv()
+        plan = planner.plan_readers(
+            n=self.statement.n,
+            m=self.statement.m,
+            agreeing=self.agreeing,
+            excluded=self._excluded(),
+        )
+        for choice in plan.readers:
+            self._start_reader(choice.node, 0)
+        self.first = await self._segment(0)
+        if count == 1:
+            self._check_digest()
+            self.log_nodes()
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        count = self.layout.segment_count
+        try:
+            if count == 0:
+                return
+            first, self.first = self.first, None
+            if first is None:
+                raise RuntimeError("a Retrieval can be streamed only once")
+            yield first
+            for i in range(1, count):
+                data = await self._segment(i)
+                if i == count - 1:
+                    # Withhold the last bytes until the whole document is known to be right.
+                    self._check_digest()
+                    self.log_nodes()
+                yield data
+        finally:
+            await self.close()
+
+    def log_nodes(self) -> None:
+        self.s.log_nodes(self.what, self.faulty, self.failed)
+        if self.faulty:
+            st = self.statement
+            detach(
+                audit_faults(self.s, "retrieve", st.owner, st.name, st.version, dict(self.faulty))
+            )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        readers = list(self.readers.values())
+        self.readers.clear()
+        await asyncio.gather(*(r.close() for r in readers))
