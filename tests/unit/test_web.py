@@ -599,3 +599,14 @@ def test_statement_rows_cover_every_field(harness: Harness) -> None:
     assert (rows[0].label, rows[0].value) == ("Statement format", "evault.receipt-statement v1")
     assert [r.label for r in rows[1:]] == [label for _key, label in web._FIELD_LABELS]
     assert rows[3].value == "s.txt" and rows[5].value == "3"
+
+
+def test_a_form_starlette_cannot_parse_is_a_400_page(client: TestClient) -> None:
+    token = form_token(client)
+    r = client.post(
+        "/login",
+        data={"csrf_token": token, "user_id": "alice"},
+        files={"password": ("p.txt", b"secret", "text/plain")},
+    )
+    html = assert_page(r, 400)
+    assert error_message(html)

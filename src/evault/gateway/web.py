@@ -90,6 +90,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 
 from evault import __version__
@@ -314,6 +315,19 @@ def _html_errors(handler: Handler) -> Handler:
             return await handler(request)
         except EvaultError as exc:
             return _evault_error_page(request, exc, request.scope.get(SCOPE_USER_KEY))
+        except ClientDisconnect:
+            raise  # nobody is left to read a page; the app's guard logs it
+        except StarletteHTTPException as exc:
+            # Starlette's own refusals, e.g. a form it cannot parse.
+            if exc.status_code >= 500:
+                raise
+            return _error_page(
+                request,
+                exc.status_code,
+                _TITLES.get(exc.status_code, "Error"),
+                _sentence(str(exc.detail)),
+                user=request.scope.get(SCOPE_USER_KEY),
+            )
         except Exception:
             log.exception("unexpected error in %s %s", request.method, request.url.path)
             return _error_page(request, 500, "Something went wrong", INTERNAL_MESSAGE)
