@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN_DIR ?= .evault-local
 
-.PHONY: run test test-slow lint typecheck unit bench bench-codec bench-crypto clean
+.PHONY: run test test-slow lint typecheck unit bench bench-codec bench-crypto bench-vault clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,12 +42,17 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/evault bench codec
 	$(BIN)/evault bench crypto
+	$(BIN)/evault bench vault
 
 bench-codec: $(STAMP)
 	$(BIN)/evault bench codec
 
 bench-crypto: $(STAMP)
 	$(BIN)/evault bench crypto
+
+# Figures 3 and 4 of the paper on a real local vault (results in bench-results/, git-ignored).
+bench-vault: $(STAMP)
+	$(BIN)/evault bench vault
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

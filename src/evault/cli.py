@@ -61,6 +61,41 @@ def bench_crypto(json_output: bool, quick: bool) -> None:
     run(json_output=json_output, quick=quick)
 
 
+@bench.command("vault")
+@click.option("--json", "json_output", is_flag=True, help="End with one JSON summary line.")
+@click.option("--quick", is_flag=True, help="Default vault only, C=1 and 4, 1 s per point.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("bench-results"),
+    show_default=True,
+    help="Results, plots, logs and the cached dealt vaults.",
+)
+@click.option("--duration-s", type=click.FloatRange(min=0.2), default=None, help="Per point.")
+@click.option("--client-procs", type=click.IntRange(1, 16), default=1, show_default=True)
+@click.option("--key-bits", type=click.Choice(["2048", "3072"]), default="3072", show_default=True)
+def bench_vault(
+    json_output: bool,
+    quick: bool,
+    out_dir: Path,
+    duration_s: float | None,
+    client_procs: int,
+    key_bits: str,
+) -> None:
+    """Figures 3 and 4 of the paper (retrievals and deposits) on a real local vault."""
+    from evault.bench.vault import run
+
+    run(
+        json_output=json_output,
+        quick=quick,
+        out_dir=out_dir,
+        duration_s=duration_s,
+        client_procs=client_procs,
+        key_bits=int(key_bits),
+    )
+
+
 # --- storage node: `evault node` (src/evault/node) ------------------------------------------
 
 

@@ -917,3 +917,36 @@ class LocalFileError(EvaultError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}", path=path, reason=reason)
+
+
+# --- benchmarks: `evault bench vault` (src/evault/bench) ------------------------------------
+
+
+class BenchError(EvaultError):
+    """A benchmark could not run, or could not trust what it measured."""
+
+    code = "bench_error"
+
+
+class LoadGenFailed(BenchError):
+    """A load-generator worker process failed, died, or did not answer in time."""
+
+    code = "loadgen_failed"
+
+
+class BenchChecksFailed(BenchError):
+    """Simulated clients received answers that failed their checks (wrong hash, bad receipt,
+    HTTP errors): the figures are written, but they are not figures of a working vault."""
+
+    code = "bench_checks_failed"
+
+    def __init__(self, failed: int, points: int, first: str) -> None:
+        self.failed = failed
+        self.points = points
+        super().__init__(
+            f"{failed} operation(s) in {points} benchmark point(s) failed their checks "
+            f"(first: {first})",
+            failed=failed,
+            points=points,
+            first=first,
+        )
