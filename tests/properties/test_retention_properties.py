@@ -148,7 +148,15 @@ SEGMENT_ALPHABET = "ab.c*?[]!-"
 def test_a_one_segment_pattern_on_a_one_segment_name_agrees_with_fnmatchcase(
     pattern: str, name: str
 ) -> None:
-    assert Glob.parse(pattern).matches(name) == fnmatch.fnmatchcase(name, pattern)
+    try:
+        glob = Glob.parse(pattern)
+    except ValueError as exc:
+        # A reversed range such as "[?-.]" is refused with a clear error, where fnmatch
+        # silently matches nothing: a profile typo should not quietly select no file.
+        assert "bad character range" in str(exc)
+        assert not fnmatch.fnmatchcase(name, pattern)
+        return
+    assert glob.matches(name) == fnmatch.fnmatchcase(name, pattern)
 
 
 @given(

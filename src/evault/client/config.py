@@ -45,6 +45,7 @@ _KEYS: Final = (
     "gateways",
     "ca_cert",
     "vault_public_key",
+    "seal_keys",
     "connect_timeout_s",
     "timeout_s",
     "user_id",

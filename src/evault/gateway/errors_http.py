@@ -107,6 +107,10 @@ STATUS_BY_ERROR: Final[Mapping[type[e.EvaultError], int]] = {
     e.BatchFailed: 500,
     e.NoLocalReceipt: 500,
     e.LocalFileError: 500,
+    # The benchmark's own errors (evault bench vault): never raised by the gateway.
+    e.BenchError: 500,
+    e.LoadGenFailed: 500,
+    e.BenchChecksFailed: 500,
 }
 
 #: Codes for failures that are not ``EvaultError``s, with their statuses.
