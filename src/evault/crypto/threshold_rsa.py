@@ -39,12 +39,38 @@ faster variable-time ``powmod``.  Signers cannot use CRT: they do not know p and
 
 Randomness (the dealer's primes, polynomial and v; the signer's nonce r) comes from the ``rng``
 argument, ``secrets.SystemRandom()`` by default, so tests can fix it.
+
+Precomputed nonces (:class:`PrecomputedNonce`, :class:`NoncePool`).  The pair (r, v' = v^r)
+depends on the key alone, not on the message, so a signer may draw r and compute v^r ahead of
+time (at start-up, in idle time) and spend the pair on the next signature.  Signing then costs
+two constant-time exponentiations (x^(2Δ s_i) and x̃^r) instead of three.  This is safe because
+nothing about r changes: it is still drawn uniformly from [0, 2^(|N| + 2·L1)) by the same
+``rng`` the inline path uses, it is still secret (never returned, printed or serialised), and it
+still answers exactly one challenge.  Fiat-Shamir order is kept too: c hashes v' and x' = x̃^r,
+and x' needs the message, so the commitment is complete before c exists.  The one new danger is
+reuse.  Two proofs with the same r and challenges c1 ≠ c2 give z1 − z2 = s_i (c1 − c2) over the
+integers, so anyone holding both shares computes s_i = (z1 − z2) / (c1 − c2) and, with k − 1
+others, the vault key.  Reuse is therefore made impossible by construction, not by care:
+
+* a ``PrecomputedNonce`` is a one-shot object: ``sign_share`` takes (r, v^r) out of it under its
+  lock and erases them, so a second use raises ``ValueError`` instead of signing;
+* it refuses copying and pickling (``copy``, ``deepcopy``, ``pickle`` raise ``TypeError``), so it
+  cannot be duplicated in memory or persisted to disk (a restored file would replay r);
+* it remembers the process that made it and refuses to sign in another one: after ``fork`` the
+  child holds a byte-for-byte copy of the parent's memory, pool included;
+* a ``NoncePool`` hands each nonce out once, popping it under a lock; an empty pool returns None
+  and ``sign_share`` then draws a fresh r inline, exactly as without a pool.
+Python cannot wipe an int from memory, so a nonce lives in the process as long as the key share
+does: whoever can read the process's memory already has s_i itself.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -80,6 +106,8 @@ __all__ = [
     "MAX_PLAYERS",
     "CombineResult",
     "KeyShare",
+    "NoncePool",
+    "PrecomputedNonce",
     "SignatureShare",
     "ThresholdPublicKey",
     "combine",
@@ -603,6 +631,136 @@ def _powmod_secret(base: Any, exponent: int, modulus: Any) -> Any:
     return gmpy2.powmod_sec(base, exponent, modulus)
 
 
+class PrecomputedNonce:
+    """One proof nonce r (|N| + 2·L1 bits) with its commitment v' = v^r, computed before the
+    message is known; usable by exactly one :func:`sign_share` call (see the module text).
+
+    Deliberately not a frozen dataclass: it is a one-shot capability, not a value.  It has no
+    value equality, its ``repr`` hides r, it cannot be copied or pickled, and spending it
+    erases it, so the same r can never answer two challenges.
+    """
+
+    __slots__ = ("_lock", "_pid", "_r", "_v_commit", "key_id")
+
+    def __init__(self, public: ThresholdPublicKey, *, rng: RandomSource | None = None) -> None:
+        """Draw r from ``rng`` (``secrets.SystemRandom()`` by default) exactly as the inline
+        path of :func:`sign_share` does, and compute v^r in constant time."""
+        if not isinstance(public, ThresholdPublicKey):
+            raise TypeError("public: expected a ThresholdPublicKey")
+        rng = DEFAULT_RNG if rng is None else rng
+        r = random_bits(rng, public.modulus_bits + 2 * CHALLENGE_BITS)
+        self._v_commit: Any = _powmod_secret(public.v, r, public._n)
+        self._r: int | None = r
+        self.key_id: bytes = public.key_id
+        self._lock = threading.Lock()
+        # fork() copies memory, pool included: a nonce may be spent only by its own process.
+        self._pid = os.getpid()
+
+    @property
+    def spent(self) -> bool:
+        """True once a signature used this nonce (or its process is not the one that made it)."""
+        with self._lock:
+            return self._r is None or self._pid != os.getpid()
+
+    def _spend(self) -> tuple[int, Any]:
+        """(r, v^r), exactly once: the pair is erased under the lock before it is returned."""
+        with self._lock:
+            r, v_commit = self._r, self._v_commit
+            self._r = None
+            self._v_commit = None
+            if r is None:
+                raise ValueError("nonce: already used (a nonce answers exactly one challenge)")
+            if self._pid != os.getpid():
+                raise ValueError("nonce: made by another process (copied by fork); not used")
+            return r, v_commit
+
+    def __repr__(self) -> str:
+        state = "spent" if self.spent else "unspent"
+        return f"PrecomputedNonce(key_id={self.key_id.hex()[:16]}…, {state}, r=<hidden>)"
+
+    def __copy__(self) -> PrecomputedNonce:
+        raise TypeError("PrecomputedNonce cannot be copied: a copy would reuse r")
+
+    def __deepcopy__(self, memo: object) -> PrecomputedNonce:
+        raise TypeError("PrecomputedNonce cannot be copied: a copy would reuse r")
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise TypeError("PrecomputedNonce cannot be pickled: a stored nonce could be replayed")
+
+
+class NoncePool:
+    """A thread-safe pool of :class:`PrecomputedNonce` for one public key, at most ``capacity``.
+
+    :meth:`fill_one` computes one nonce (one constant-time exponentiation, outside the lock) and
+    adds it unless the pool is full; :meth:`take` pops one under the lock, or returns None when
+    the pool is empty, so ``sign_share(..., nonce=pool.take())`` computes a fresh nonce inline
+    then.  Each nonce leaves the pool exactly once.  The pool does no scheduling of its own:
+    the caller decides when to fill it (``evault.node.signing.ShareSigner`` does it in a
+    background thread).  Like its nonces, it cannot be copied or pickled.
+    """
+
+    def __init__(
+        self,
+        public: ThresholdPublicKey,
+        capacity: int,
+        *,
+        rng: RandomSource | None = None,
+    ) -> None:
+        if not isinstance(public, ThresholdPublicKey):
+            raise TypeError("public: expected a ThresholdPublicKey")
+        if _check_int("capacity", capacity) < 1:
+            raise ValueError(f"capacity: expected >= 1, got {capacity}")
+        self.public = public
+        self.capacity = capacity
+        self._rng = DEFAULT_RNG if rng is None else rng
+        self._lock = threading.Lock()
+        self._nonces: deque[PrecomputedNonce] = deque()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._nonces)
+
+    def fill_one(self) -> bool:
+        """Compute one nonce and add it; False (nothing computed) when the pool is already full.
+
+        The exponentiation runs outside the lock so :meth:`take` never waits for it; if other
+        threads filled the pool meanwhile, the new nonce is dropped unused."""
+        if len(self) >= self.capacity:
+            return False
+        nonce = PrecomputedNonce(self.public, rng=self._rng)
+        with self._lock:
+            if len(self._nonces) >= self.capacity:
+                return False
+            self._nonces.append(nonce)
+            return True
+
+    def take(self) -> PrecomputedNonce | None:
+        """Pop one unspent nonce of this process, or None when there is none."""
+        with self._lock:
+            while self._nonces:
+                nonce = self._nonces.popleft()
+                if not nonce.spent:
+                    return nonce
+            return None
+
+    def clear(self) -> None:
+        """Drop every nonce (they are never used afterwards)."""
+        with self._lock:
+            self._nonces.clear()
+
+    def __repr__(self) -> str:
+        return f"NoncePool({len(self)}/{self.capacity}, key_id={self.public.key_id.hex()[:16]}…)"
+
+    def __copy__(self) -> NoncePool:
+        raise TypeError("NoncePool cannot be copied: a copy would hand out the same nonces twice")
+
+    def __deepcopy__(self, memo: object) -> NoncePool:
+        raise TypeError("NoncePool cannot be copied: a copy would hand out the same nonces twice")
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise TypeError("NoncePool cannot be pickled: stored nonces could be replayed")
+
+
 def _challenge(
     public: ThresholdPublicKey,
     index: int,
@@ -645,12 +803,15 @@ def sign_share(
     message: bytes,
     *,
     rng: RandomSource | None = None,
+    nonce: PrecomputedNonce | None = None,
 ) -> SignatureShare:
     """Signer ``share.index``'s signature share on ``message``, with its proof of correctness.
 
     The signer PSS-encodes the message itself (evault.crypto.pss); it never signs an integer
     it is handed.  Cost: three constant-time exponentiations mod N, one with s_i and two with
-    the nonce r (|N| + 2·L1 bits).
+    the nonce r (|N| + 2·L1 bits).  With ``nonce`` (a :class:`PrecomputedNonce` of this key,
+    typically ``pool.take()``) v^r is already done and the cost is two; the nonce is spent
+    and cannot be used again.  ``nonce=None`` draws r from ``rng`` inline.
     """
     if not isinstance(share, KeyShare):
         raise TypeError("share: expected a KeyShare")
@@ -658,13 +819,24 @@ def sign_share(
         raise ValueError("share: belongs to another public key (key ids differ)")
     if not 1 <= share.index <= public.players:
         raise ValueError(f"share: index {share.index} is not in 1..{public.players}")
-    rng = DEFAULT_RNG if rng is None else rng
+    if nonce is not None:
+        if not isinstance(nonce, PrecomputedNonce):
+            raise TypeError("nonce: expected a PrecomputedNonce or None")
+        if nonce.key_id != public.key_id:
+            raise ValueError("nonce: made for another public key (key ids differ)")
     n_mod = public._n
     x_2delta = _message_power(public, message)
+    if nonce is None:
+        r = random_bits(
+            DEFAULT_RNG if rng is None else rng, public.modulus_bits + 2 * CHALLENGE_BITS
+        )
+        v_commit = _powmod_secret(public.v, r, n_mod)
+    else:
+        # Spent before any secret-dependent work: if signing failed from here on, the nonce
+        # is lost (harmless), never put back (a put-back nonce could answer a second c).
+        r, v_commit = nonce._spend()
     x_i = _powmod_secret(x_2delta, share.secret, n_mod)  # x^(2Δ s_i)
     x_tilde = x_2delta * x_2delta % n_mod  # x̃ = x^(4Δ)
-    r = random_bits(rng, public.modulus_bits + 2 * CHALLENGE_BITS)
-    v_commit = _powmod_secret(public.v, r, n_mod)
     x_commit = _powmod_secret(x_tilde, r, n_mod)
     v_i = public.verification_keys[share.index - 1]
     c = _challenge(public, share.index, x_tilde, v_i, x_i * x_i % n_mod, v_commit, x_commit)
