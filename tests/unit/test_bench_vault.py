@@ -26,6 +26,7 @@ from evault.bench.vault import (
     make_point_result,
     markdown_tables,
     parse_access_log,
+    parse_node_log,
     percentile,
     plan_bench,
     size_label,
@@ -221,6 +222,35 @@ def test_point_result_combines_client_and_gateway_views() -> None:
     doc = result.to_json()
     assert doc["ops_per_min"] == 105.0 and doc["connections_seen_by_gateway"] == 1
     json.dumps(doc)  # serialisable as it is
+
+
+_NODE_LOG = (
+    "2026-11-25 16:24:20,039 INFO evault.node: node-1 127.0.0.1:58200 GET /v1/objects/ab 200 "
+    "in=0 out=1027 0.002s\n"
+    "2026-11-25 16:24:20,050 INFO evault.node: node-1 127.0.0.1:58200 GET /v1/objects/ab/slice "
+    "200 in=0 out=374 0.003s\n"
+    "2026-11-25 16:24:20,051 INFO evault.node: node-2 127.0.0.1:58200 GET /v1/objects/ab 200 "
+    "in=0 out=1027 0.001s\n"
+    "2026-11-25 16:24:20,063 INFO evault.node: node-1 127.0.0.1:58206 PUT /v1/objects/cd 409 "
+    "conflict in=10 out=80 0.010s\n"
+    "2026-11-25 16:24:20,064 INFO uvicorn.error: Shutting down\n"
+)
+
+
+def test_parse_node_log_and_count_gateway_connections() -> None:
+    lines = parse_node_log(_NODE_LOG)
+    assert [(n.node, n.peer, n.method, n.status) for n in lines] == [
+        (1, "127.0.0.1:58200", "GET", 200),
+        (1, "127.0.0.1:58200", "GET", 200),
+        (2, "127.0.0.1:58200", "GET", 200),
+        (1, "127.0.0.1:58206", "PUT", 409),
+    ]
+    assert lines[1].path == "/v1/objects/ab/slice" and lines[3].seconds == 0.010
+    key = PointKey("default", "retrieve", KIB, 1)
+    result = make_point_result(key, Outcome((0.01,), 1), 1.0, _cpu(), None, lines)
+    # Same port on two nodes is two connections (one per node); a new port is a new one.
+    assert (result.node_requests, result.node_connections) == (4, 3)
+    assert "3.0 new gateway connections" in bench._node_traffic(result)
 
 
 def test_point_with_nothing_completed_has_no_times_and_no_cpu_per_op() -> None:

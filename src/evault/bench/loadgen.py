@@ -63,6 +63,8 @@ REQUEST_TIMEOUT_S: Final = 300.0
 WORKER_SLACK_S: Final = 300.0
 #: Errors kept per point (the count is always complete).
 MAX_ERROR_TEXTS: Final = 5
+#: A client that fails this many times in a row stops for the rest of the window.
+MAX_CONSECUTIVE_ERRORS: Final = 20
 PSS_SALT_BYTES: Final = 32
 #: Time between the parent fixing t0 and t0 itself, so every worker hears "go" before it.
 START_MARGIN_S: Final = 0.05
@@ -318,6 +320,7 @@ async def _one_client(
                 raise CheckFailed(f"GET /vault: HTTP {answer.status_code}")
         t0 = await started()
         deadline = t0 + duration_s
+        consecutive_errors = 0
         while True:
             begin = time.monotonic()
             if begin >= deadline:
@@ -326,9 +329,13 @@ async def _one_client(
                 moved = await checker.once(client, number)
             except (CheckFailed, httpx.HTTPError) as exc:
                 tally.error_count += 1
+                consecutive_errors += 1
                 if len(tally.errors) < MAX_ERROR_TEXTS:
                     tally.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
+                    break  # the vault is down or broken: do not spin until the deadline
                 continue
+            consecutive_errors = 0
             end = time.monotonic()
             if end <= deadline:
                 tally.latencies_s.append(end - begin)

@@ -45,6 +45,17 @@ def _figure() -> tuple[Any, Any]:
     return figure, axes
 
 
+def _log_y(axes: Any) -> None:
+    """Log y axis labelled at 1, 2, 5 x 10^k in plain numbers (a decade-only axis can show a
+    single label on a narrow range)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axes.set_yscale("log")
+    axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.10g}"))
+    axes.yaxis.set_minor_formatter(NullFormatter())
+
+
 def _size_axis(axes: Any, sizes: Sequence[int]) -> None:
     axes.set_xscale("log")
     axes.set_xticks([s / KIB for s in sizes])
@@ -87,12 +98,14 @@ def plot_rate(results: Sequence[PointResult], op: str, path: Path) -> Path | Non
             linewidth=2,
             label="paper §3 (1997): > 60/min below 50 KB",
         )
-    axes.set_yscale("log")
+        top = max(r.ops_per_min for r in rows)
+        axes.set_ylim(PAPER_REFERENCE_PER_MIN / 2, top * 2)
+    _log_y(axes)
     _size_axis(axes, sizes)
     noun = "retrievals" if op == "retrieve" else "deposits"
     axes.set_ylabel(f"{noun} per minute")
     axes.set_title(f"evault: {noun} per minute sustained (Figure 3)")
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="lower right")
     figure.tight_layout()
     figure.savefig(path)
     return path
@@ -118,7 +131,7 @@ def plot_time(results: Sequence[PointResult], op: str, path: Path) -> Path | Non
                 color=_STAT_COLOURS[stat],
                 label=f"{vault} vault, {stat}",
             )
-    axes.set_yscale("log")
+    _log_y(axes)
     _size_axis(axes, sizes)
     noun = "retrieval" if op == "retrieve" else "deposit"
     axes.set_ylabel(f"{noun} time, one client (ms)")

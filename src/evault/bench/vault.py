@@ -97,7 +97,7 @@ TARGET_RETRIEVALS_10KIB_C4_PER_MIN: Final = 18_000.0
 TARGET_RETRIEVAL_10MIB_MB_PER_S: Final = 280.0
 TARGET_RETRIEVAL_1KIB_P50_MS: Final = 6.0
 #: A process group using this share of what it can use is called saturated.
-SATURATED: Final = 0.85
+SATURATED: Final = 0.8
 PROFILE_POINTS: Final = (("retrieve", 10 * KIB), ("deposit", 10 * KIB), ("retrieve", 10 * MIB))
 HOTSPOTS_SHOWN: Final = 12
 
@@ -361,6 +361,37 @@ def parse_access_log(text: str) -> list[AccessLine]:
     return lines
 
 
+_NODE_ACCESS = re.compile(
+    r"evault\.node: node-(?P<node>\d+) (?P<peer>\S+) (?P<method>[A-Z]+) (?P<path>\S+) "
+    r"(?P<status>\d{3})(?: \S+)? in=\d+ out=\d+ (?P<s>[0-9.]+)s"
+)
+
+
+@dataclass(frozen=True)
+class NodeLine:
+    node: int
+    peer: str
+    method: str
+    path: str
+    status: int
+    seconds: float
+
+
+def parse_node_log(text: str) -> list[NodeLine]:
+    """A node's request lines (``evault.node``: one per internal request from the gateway)."""
+    return [
+        NodeLine(
+            node=int(m["node"]),
+            peer=m["peer"],
+            method=m["method"],
+            path=m["path"],
+            status=int(m["status"]),
+            seconds=float(m["s"]),
+        )
+        for m in _NODE_ACCESS.finditer(text)
+    ]
+
+
 # --- one point's result (pure) -----------------------------------------------------------------
 
 
@@ -377,6 +408,9 @@ class PointResult:
     gateway_latency: LatencyStats | None
     connections: int | None
     cpu: CpuShare
+    #: internal requests the nodes served, and distinct gateway connections they saw
+    node_requests: int | None = None
+    node_connections: int | None = None
 
     @property
     def ops(self) -> float:
@@ -417,6 +451,8 @@ class PointResult:
             "latency": self.latency.to_json() if self.latency else None,
             "gateway_latency": self.gateway_latency.to_json() if self.gateway_latency else None,
             "connections_seen_by_gateway": self.connections,
+            "node_requests": self.node_requests,
+            "node_connections": self.node_connections,
             "cpu": self.cpu.to_json(),
             "cpu_ms_per_op": {
                 k: None if v is None else round(v, 3) for k, v in self.cpu_ms_per_op().items()
@@ -431,8 +467,11 @@ def make_point_result(
     window_s: float,
     cpu: CpuShare,
     access: Sequence[AccessLine] | None,
+    node_lines: Sequence[NodeLine] | None = None,
 ) -> PointResult:
-    """Combine what the clients saw with what the gateway logged during the window."""
+    """Combine what the clients saw with what the gateway and the nodes logged during the
+    window.  A node connection is a distinct (node, gateway address:port) pair: with pooled
+    keep-alive connections it stays at most the pool size however many requests flow."""
     gateway_latency = None
     connections = None
     if access is not None:
@@ -440,6 +479,10 @@ def make_point_result(
         ops = [a for a in access if a.method == method and a.path.startswith("/api/v1/documents/")]
         gateway_latency = latency_stats([a.ms / 1e3 for a in ops])
         connections = len({a.peer for a in ops})
+    node_requests = node_connections = None
+    if node_lines:
+        node_requests = len(node_lines)
+        node_connections = len({(line.node, line.peer) for line in node_lines})
     return PointResult(
         key=key,
         window_s=window_s,
@@ -452,6 +495,8 @@ def make_point_result(
         gateway_latency=gateway_latency,
         connections=connections,
         cpu=cpu,
+        node_requests=node_requests,
+        node_connections=node_connections,
     )
 
 
@@ -620,9 +665,20 @@ def where_time_goes(results: Sequence[PointResult]) -> list[str]:
             f"ms, all nodes {_fmt(per_op['nodes'])} ms, client {_fmt(per_op['clients'])} ms; "
             f"gateway at {cpu.gateway_share:.0%} of one core, nodes "
             f"{cpu.nodes_s / cpu.wall_s:.2f} cores, machine {cpu.busy_share:.0%} busy "
-            f"(other tenants {cpu.other_s / cpu.wall_s:.2f} cores); limit: {bottleneck(cpu)}."
+            f"(other tenants {cpu.other_s / cpu.wall_s:.2f} cores); limit: {bottleneck(cpu)}"
+            + _node_traffic(r)
+            + "."
         )
     return sentences
+
+
+def _node_traffic(r: PointResult) -> str:
+    if r.node_requests is None or r.node_connections is None or r.ops <= 0:
+        return ""
+    return (
+        f"; per operation the nodes served {r.node_requests / r.ops:.1f} requests on "
+        f"{r.node_connections / r.ops:.1f} new gateway connections"
+    )
 
 
 # --- profiles (pure) ---------------------------------------------------------------------------
@@ -1034,6 +1090,8 @@ class _Window:
             self.processes[f"client-{pid}"] = psutil.Process(pid)
         self.processes["bench"] = psutil.Process()
         self.log = live.gateway_log()
+        self.node_logs = [live.log_dir / f"node-{i}.log" for i in range(1, live.setting.n + 1)]
+        self.node_spans: list[tuple[int, int]] = []
         self.cores = psutil.cpu_count() or 1
         self.before: dict[str, float] = {}
         self.after: dict[str, float] = {}
@@ -1044,23 +1102,42 @@ class _Window:
     def _snapshot(self) -> dict[str, float]:
         return {name: _cpu_seconds(p) for name, p in self.processes.items()}
 
-    def _log_size(self) -> int:
+    @staticmethod
+    def _size(path: Path) -> int:
         try:
-            return self.log.stat().st_size
+            return path.stat().st_size
         except OSError:
             return 0
+
+    def _log_size(self) -> int:
+        return self._size(self.log)
+
+    @staticmethod
+    def _read(path: Path, span: tuple[int, int]) -> str | None:
+        start, end = span
+        try:
+            with path.open("rb") as fh:
+                fh.seek(start)
+                return fh.read(max(0, end - start)).decode("utf-8", errors="replace")
+        except OSError:
+            return None
 
     def start(self, _t0: float) -> None:
         self.wall = (time.monotonic(), 0.0)
         self.before = self._snapshot()
         self.busy = (_machine_busy_s(), 0.0)
         self.log_span = (self._log_size(), 0)
+        self.node_spans = [(self._size(p), 0) for p in self.node_logs]
 
     def end(self, _deadline: float) -> None:
         self.wall = (self.wall[0], time.monotonic())
         self.after = self._snapshot()
         self.busy = (self.busy[0], _machine_busy_s())
         self.log_span = (self.log_span[0], self._log_size())
+        self.node_spans = [
+            (start, self._size(p))
+            for p, (start, _) in zip(self.node_logs, self.node_spans, strict=True)
+        ]
 
     def cpu(self) -> CpuShare:
         return cpu_share(
@@ -1072,22 +1149,31 @@ class _Window:
         )
 
     def access_lines(self) -> list[AccessLine] | None:
-        start, end = self.log_span
-        try:
-            with self.log.open("rb") as fh:
-                fh.seek(start)
-                text = fh.read(max(0, end - start)).decode("utf-8", errors="replace")
-        except OSError:
-            return None
-        return parse_access_log(text)
+        text = self._read(self.log, self.log_span)
+        return None if text is None else parse_access_log(text)
+
+    def node_lines(self) -> list[NodeLine]:
+        lines: list[NodeLine] = []
+        for path, span in zip(self.node_logs, self.node_spans, strict=True):
+            lines += parse_node_log(self._read(path, span) or "")
+        return lines
 
 
 def _run_point(pool: Any, live: _Live, key: PointKey, work: Work, duration_s: float) -> PointResult:
+    dead = live.cluster.dead()
+    if dead:
+        raise BenchError(
+            "vault process(es) exited: "
+            + ", ".join(f"{name} (status {code})" for name, code in sorted(dead.items()))
+            + f"; see the logs in {live.log_dir}"
+        )
     window = _Window(live, pool.pids)
     outcome, _t0 = pool.run_point(
         live.target, work, key.concurrency, duration_s, on_start=window.start, on_end=window.end
     )
-    return make_point_result(key, outcome, duration_s, window.cpu(), window.access_lines())
+    return make_point_result(
+        key, outcome, duration_s, window.cpu(), window.access_lines(), window.node_lines()
+    )
 
 
 def _spy_starter(
