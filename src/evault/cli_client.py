@@ -13,6 +13,7 @@ otherwise (``evault.cli`` prints every ``EvaultError`` that way; this module tur
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -41,7 +42,7 @@ from rich.progress import (
 from rich.progress import Progress as RichProgressBar
 from rich.table import Table
 
-from evault.client import pages
+from evault.client import confidential, pages
 from evault.client.backup import (
     BackupPlan,
     execute_backup,
@@ -75,6 +76,7 @@ from evault.client.state_store import SqliteChangeState
 from evault.client.transfer import (
     DEFAULT_JOBS,
     Deposited,
+    DepositItem,
     Outcome,
     Retrieved,
     RetrieveItem,
@@ -85,8 +87,10 @@ from evault.client.transfer import (
     retrieve_document,
     run_batch,
     sha256_file,
+    trusted_receipt,
     write_verified,
 )
+from evault.crypto.armor import armor, dearmor
 from evault.errors import (
     BatchFailed,
     ConfigError,
@@ -96,6 +100,7 @@ from evault.errors import (
     LocalFileError,
     NoLocalReceipt,
     NotLoggedIn,
+    NoUnwrapKey,
     PageFormatError,
 )
 
@@ -105,6 +110,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 TRANSPORT_FACTORY: Callable[[], httpx.BaseTransport] | None = None
 PASSWORD_ENV = "EVAULT_PASSWORD"
 CONFIG_ENV = "EVAULT_CONFIG"
+#: The key passphrase that derives the identity key (never the log-in password, never sent).
+KEY_PASSPHRASE_ENV = "EVAULT_KEY_PASSPHRASE"
 
 
 # --- plumbing -----------------------------------------------------------------------------------
@@ -245,6 +252,35 @@ def _password(confirm: bool) -> str:
     return entered
 
 
+def _key_passphrase(confirm: bool) -> str:
+    value = os.environ.get(KEY_PASSPHRASE_ENV)
+    if value:
+        return value
+    entered: str = click.prompt(
+        "Key passphrase (derives your identity key; never sent, not your password)",
+        hide_input=True,
+        confirmation_prompt=confirm,
+        err=True,
+    )
+    return entered
+
+
+def _identity_source(vault_id: str, owner: str, *, confirm: bool = False) -> Any:
+    return confidential.IdentitySource(
+        lambda: _key_passphrase(confirm), vault=vault_id, owner=owner
+    )
+
+
+def _key_resolver(client: _Client, vault: VaultClient, vault_id: str) -> Any:
+    return confidential.KeyResolver(
+        session=vault.session,
+        vault=vault_id,
+        owner=vault.owner,
+        local=confidential.CertificateFile(client.paths.unwrap_keys_file),
+        identity=_identity_source(vault_id, vault.owner),
+    )
+
+
 class _BarProgress:
     """Files and bytes bars on stderr (drawn only on a terminal)."""
 
@@ -333,10 +369,20 @@ def _check_vault_key(client: _Client, session: GatewaySession) -> VaultKey:
 @click.option("--user-id", help="3–64 of a-z 0-9 . _ - (prompted if left out).")
 @click.option("--name", "full_name", help="Your full name (prompted if left out).")
 @click.option("--contact", help="How to reach you, e.g. an e-mail address (may be empty).")
+@click.option(
+    "--with-keys",
+    is_flag=True,
+    help="Also derive your identity key from a key passphrase, register it, and deal your "
+    "unwrap key (as `evault keys init`), for `deposit --encrypt`.",
+)
 @_config_option
 @_local_errors
 def register_command(
-    user_id: str | None, full_name: str | None, contact: str | None, config_file: Path | None
+    user_id: str | None,
+    full_name: str | None,
+    contact: str | None,
+    with_keys: bool,
+    config_file: Path | None,
 ) -> None:
     """Register a user with the vault, then log in (password: prompt or EVAULT_PASSWORD)."""
     with _client(config_file) as client:
@@ -347,11 +393,24 @@ def register_command(
         password = _password(confirm=True)
         with client.session() as session:
             key = _check_vault_key(client, session)
-            stored_id = session.register(user_id, password, full_name, contact)
+            identity = None
+            if with_keys:
+                vault_id = str(session.vault_info()["vault_id"])
+                identity = _identity_source(vault_id, user_id.lower(), confirm=True)()
+            stored_id = session.register(
+                user_id,
+                password,
+                full_name,
+                contact,
+                identity_public_key=bytes(identity.verify_key).hex() if identity else None,
+            )
             token, expires, gateway = session.login(stored_id, password)
         save_token(client.paths, StoredToken(stored_id, token, expires, gateway))
         click.echo(f"Registered {stored_id!r} and logged in (token in {client.paths.token_file}).")
         click.echo(f"Vault public key fingerprint (SHA-256): {key.fingerprint}")
+        if identity is not None:
+            with client.session(token) as session:
+                _init_keys(client, session, stored_id, identity, threshold=None)
 
 
 @click.command("login")
@@ -400,12 +459,23 @@ def logout_command(config_file: Path | None) -> None:
 @click.command("deposit")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--name", help="Document name of a single file; a prefix otherwise.")
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help="Encrypt each file with a fresh key wrapped under your unwrap key (`evault keys "
+    "init`); the vault stores and signs only ciphertext.",
+)
 @_json_option
 @_jobs_option
 @_config_option
 @_local_errors
 def deposit_command(
-    paths: tuple[Path, ...], name: str | None, as_json: bool, jobs: int, config_file: Path | None
+    paths: tuple[Path, ...],
+    name: str | None,
+    encrypt: bool,
+    as_json: bool,
+    jobs: int,
+    config_file: Path | None,
 ) -> None:
     """Deposit files (directories recursively); every receipt is verified before success."""
     items = expand_deposit_paths(list(paths), name)
@@ -413,10 +483,20 @@ def deposit_command(
         raise ConfigError("nothing to deposit: the directories hold no files")
     with _client(config_file) as client, _vault(client) as vault:
         total = sum(i.path.stat().st_size for i in items)
+        certificate = None
+        if encrypt:
+            vault_id = str(vault.session.vault_info()["vault_id"])
+            certificate = _key_resolver(client, vault, vault_id).current()
+
+        def work(item: DepositItem, bar: _BarProgress) -> Deposited:
+            if certificate is None:
+                return deposit_file(vault, item, bar)
+            return confidential.deposit_encrypted(vault, item, bar, certificate=certificate)
+
         with _BarProgress("depositing", len(items), total) as bar:
             outcomes = run_batch(
                 items,
-                lambda item: deposit_file(vault, item, bar),
+                lambda item: work(item, bar),
                 label=lambda i: str(i.path),
                 progress=bar,
                 jobs=jobs,
@@ -471,6 +551,11 @@ def _deposit_table(done: Sequence[Deposited], key: VaultKey) -> None:
     show_default=True,
     help="Directory; a name's '/' segments become subdirectories.",
 )
+@click.option(
+    "--no-decrypt",
+    is_flag=True,
+    help="Write encrypted documents as stored (the verified ciphertext) instead of decrypting.",
+)
 @_json_option
 @_jobs_option
 @_config_option
@@ -479,19 +564,49 @@ def retrieve_command(
     names: tuple[str, ...],
     version: int | None,
     output_dir: Path,
+    no_decrypt: bool,
     as_json: bool,
     jobs: int,
     config_file: Path | None,
 ) -> None:
-    """Retrieve documents; each is checked against its receipt before it is written."""
+    """Retrieve documents; each is checked against its receipt before it is written.
+
+    Encrypted documents are decrypted (key passphrase: prompt or EVAULT_KEY_PASSPHRASE): the
+    file key is unwrapped by k nodes without the gateway or any node learning it."""
     if version is not None and len(names) != 1:
         raise click.UsageError("--version needs exactly one NAME")
     items = [RetrieveItem(n, version, local_path_for(output_dir, n)) for n in dict.fromkeys(names)]
     with _client(config_file) as client, _vault(client) as vault:
+        resolver: list[Any] = []
+        lock = threading.Lock()
+
+        def keys() -> Any:
+            with lock:
+                if not resolver:
+                    vault_id = str(vault.session.vault_info()["vault_id"])
+                    resolver.append(_key_resolver(client, vault, vault_id))
+                return resolver[0]
+
+        def one(item: RetrieveItem, bar: _BarProgress) -> Retrieved:
+            # The receipt decides whether to decrypt; the retrieval then pins its version (and
+            # finds the receipt kept, so it reports where the receipt came from first).
+            receipt, source = trusted_receipt(vault, item.name, item.version)
+            pinned = RetrieveItem(item.name, receipt.statement.version, item.dest)
+            if no_decrypt or not receipt.statement.encrypted:
+                got = retrieve_document(vault, pinned, bar)
+            else:
+                done = confidential.retrieve_decrypted(
+                    vault, pinned, bar, keys=keys(), clock=time.time
+                )
+                for node, why in sorted(done.unwrap_bad.items()):
+                    _warn(f"{item.name}: node {node} did not help unwrap the file key: {why}")
+                got = done.retrieved
+            return dataclasses.replace(got, item=item, checked_against=source)
+
         with _BarProgress("retrieving", len(items), 0) as bar:
             outcomes = run_batch(
                 items,
-                lambda item: retrieve_document(vault, item, bar),
+                lambda item: one(item, bar),
                 label=lambda i: i.name,
                 progress=bar,
                 jobs=jobs,
@@ -575,7 +690,7 @@ def versions_command(name: str, as_json: bool, config_file: Path | None) -> None
             _print_json({"name": name, "versions": rows})
             return
         table = Table(title=f"Versions of {name}", title_justify="left")
-        for column in ("version", "size", "sha256", "deposited at", "receipt kept"):
+        for column in ("version", "size", "sha256", "deposited at", "receipt kept", "encrypted"):
             table.add_column(column, overflow="fold")
         for v in rows:
             table.add_row(
@@ -584,6 +699,7 @@ def versions_command(name: str, as_json: bool, config_file: Path | None) -> None
                 str(v.get("sha256", ""))[:16] + "…",
                 str(v["deposited_at"]),
                 "yes" if v["receipt_kept"] else "no",
+                "yes" if v.get("encrypted") else "no",
             )
         _console().print(table)
 
@@ -964,6 +1080,188 @@ def restore_command(
         _report_failures("restore", failures, len(targets))
 
 
+# --- confidentiality: unwrap keys and printable encodings (DESIGN §7, paper §2.3.2) -------------
+
+
+def _init_keys(
+    client: _Client,
+    session: GatewaySession,
+    owner: str,
+    identity: Any,
+    *,
+    threshold: int | None,
+) -> None:
+    seal_path = client.config.seal_keys
+    if seal_path is None:
+        raise ConfigError(
+            f"{client.paths.config_file} names no seal_keys file (the client bundle's "
+            f"seal-keys.json): the nodes' sealing keys must not come from the gateway"
+        )
+    seal_keys = confidential.load_seal_keys(seal_path)
+    info = session.vault_info()
+    n = int(info.get("n", 0))
+    if n != len(seal_keys):
+        raise ConfigError(
+            f"the gateway announces {n} nodes but {seal_path} holds {len(seal_keys)} sealing keys"
+        )
+    k = threshold if threshold is not None else int(info.get("k", 0))
+    setup = confidential.init_unwrap_key(
+        session,
+        vault=str(info["vault_id"]),
+        owner=owner,
+        threshold=k,
+        seal_keys=seal_keys,
+        identity=identity,
+        issued_at=int(time.time()),
+    )
+    confidential.CertificateFile(client.paths.unwrap_keys_file).add(setup.certificate)
+    cert = setup.certificate
+    click.echo(
+        f"Unwrap key {cert.key_id.hex()[:16]}… dealt {cert.threshold} of {cert.nodes}: every "
+        f"node checked and stored its share; the key itself was never written anywhere."
+    )
+    click.echo(f"Identity key (Ed25519, from your key passphrase): {cert.identity.hex()}")
+    click.echo(f"Key certificate kept in {client.paths.unwrap_keys_file}.")
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """Your unwrap key: the nodes' shares of it open encrypted documents' keys."""
+
+
+@keys_group.command("init")
+@click.option(
+    "--threshold",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Nodes needed to unwrap (default: the vault's k; more than half of the nodes).",
+)
+@_config_option
+@_local_errors
+def keys_init_command(threshold: int | None, config_file: Path | None) -> None:
+    """Deal a new unwrap key to the nodes (key passphrase: prompt or EVAULT_KEY_PASSPHRASE).
+
+    Each node's share is sealed to that node's key from the client bundle, so the gateway
+    relays shares it cannot read; the first identity key registered for you at a node is the
+    one it trusts from then on.  Earlier keys stay usable for the documents wrapped under them.
+    """
+    with _client(config_file) as client:
+        token = client.token()
+        with client.session(token.token) as session:
+            _check_vault_key(client, session)
+            vault_id = str(session.vault_info()["vault_id"])
+            identity = _identity_source(vault_id, token.user_id, confirm=True)()
+            _init_keys(client, session, token.user_id, identity, threshold=threshold)
+
+
+@keys_group.command("list")
+@_json_option
+@_config_option
+@_local_errors
+def keys_list_command(as_json: bool, config_file: Path | None) -> None:
+    """The unwrap keys the nodes hold for you, checked against your identity key."""
+    with _client(config_file) as client, _vault(client) as vault:
+        vault_id = str(vault.session.vault_info()["vault_id"])
+        identity = _identity_source(vault_id, vault.owner)()
+        found = confidential.fetch_certificates(
+            vault.session,
+            vault=vault_id,
+            owner=vault.owner,
+            identity_public_key=bytes(identity.verify_key),
+        )
+        rows: list[dict[str, Any]] = [
+            {
+                "key": c.key_id.hex(),
+                "threshold": c.threshold,
+                "nodes": c.nodes,
+                "nodes_holding": holding,
+                "issued_at": c.issued_at,
+            }
+            for c, holding in found
+        ]
+        if as_json:
+            _print_json({"identity": bytes(identity.verify_key).hex(), "keys": rows})
+            return
+        if not rows:
+            raise NoUnwrapKey(vault.owner, "at the vault", "; run `evault keys init`")
+        table = Table(title=f"Unwrap keys of {vault.owner} (newest first)", title_justify="left")
+        for column in ("key", "k of n", "nodes holding it", "issued at"):
+            table.add_column(column, overflow="fold")
+        for r in rows:
+            issued = datetime.fromtimestamp(int(r["issued_at"]), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            table.add_row(
+                str(r["key"])[:16] + "…",
+                f"{r['threshold']} of {r['nodes']}",
+                str(r["nodes_holding"]),
+                issued,
+            )
+        _console().print(table)
+
+
+def _atomic_output(path: Path, chunks: Iterator[bytes]) -> int:
+    """Write ``chunks`` to ``path`` through a temporary file; nothing is left if they fail."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    written = 0
+    try:
+        with tmp.open("wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                written += len(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _read_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            yield chunk
+
+
+@click.command("armor")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Default: FILE.asc.",
+)
+@click.option(
+    "--hex", "use_hex", is_flag=True, help="Hex, 2 characters a byte (default: base64, 4 for 3)."
+)
+@_local_errors
+def armor_command(file: Path, output: Path | None, use_hex: bool) -> None:
+    """Printable ASCII of a (typically encrypted) file, framed with BEGIN/END lines."""
+    target = output or file.with_name(file.name + ".asc")
+    encoding: Any = "hex" if use_hex else "base64"
+    written = _atomic_output(target, armor(_read_chunks(file), encoding=encoding))
+    click.echo(f"Wrote {target} ({written} bytes of {encoding}).")
+
+
+@click.command("dearmor")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Default: FILE without .asc (else FILE.bin).",
+)
+@_local_errors
+def dearmor_command(file: Path, output: Path | None) -> None:
+    """Back from `evault armor`'s text to the bytes; strict (any damage is an error)."""
+    if output is None:
+        output = (
+            file.with_suffix("") if file.suffix == ".asc" else file.with_name(file.name + ".bin")
+        )
+    written = _atomic_output(output, dearmor(_read_chunks(file)))
+    click.echo(f"Wrote {output} ({written} bytes).")
+
+
 # --- registration into the main group ----------------------------------------------------------
 
 COMMANDS: tuple[click.Command, ...] = (
@@ -980,6 +1278,9 @@ COMMANDS: tuple[click.Command, ...] = (
     extractfile_command,
     backup_command,
     restore_command,
+    keys_group,
+    armor_command,
+    dearmor_command,
 )
 
 

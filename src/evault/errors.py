@@ -950,3 +950,57 @@ class BenchChecksFailed(BenchError):
             points=points,
             first=first,
         )
+
+
+# --- confidentiality in the running system (issue 6): node key store, relays, client --------
+# StorageError
+# └── KeyConflict          a node refuses an unwrap key signed by another identity than the
+#                          owner's registered one (first registration is trust on first use)
+# CryptoError
+# ├── NoUnwrapKey          no (usable) unwrap key is registered for this owner / key id
+# └── KeySetupIncomplete   `evault keys init` reached fewer nodes than it needs
+
+
+class KeyConflict(StorageError):
+    """A node already holds unwrap keys of ``owner`` under another identity key."""
+
+    code = "key_conflict"
+
+    def __init__(self, owner: str, detail: str) -> None:
+        self.owner = owner
+        self.detail = detail
+        super().__init__(
+            f"the unwrap key of {owner!r} is refused: {detail}", owner=owner, detail=detail
+        )
+
+
+class NoUnwrapKey(CryptoError):
+    """No unwrap key usable for this request is registered (``where`` says at whom)."""
+
+    code = "no_unwrap_key"
+
+    def __init__(self, owner: str, where: str, hint: str = "") -> None:
+        self.owner = owner
+        self.where = where
+        super().__init__(
+            f"no unwrap key of {owner!r} is registered {where}{hint}", owner=owner, where=where
+        )
+
+
+class KeySetupIncomplete(CryptoError):
+    """Dealt unwrap-key shares did not reach every node; ``failed`` maps node to reason."""
+
+    code = "key_setup_incomplete"
+
+    def __init__(self, stored: int, nodes: int, failed: Mapping[int, str]) -> None:
+        self.stored = stored
+        self.nodes = nodes
+        self.failed = dict(failed)
+        reasons = "; ".join(f"node {i}: {why}" for i, why in sorted(self.failed.items()))
+        super().__init__(
+            f"only {stored} of {nodes} nodes stored their unwrap-key share ({reasons}); "
+            f"run `evault keys init` again when they are back",
+            stored=stored,
+            nodes=nodes,
+            failed={str(k): v for k, v in self.failed.items()},
+        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +26,7 @@ from fastapi import FastAPI
 
 from evault.catalog import Catalog, VersionRecord
 from evault.errors import DigestMismatch, DocumentCorrupt
+from evault.gateway import key_relay
 from evault.gateway.api import ApiSettings, VaultInfo
 from evault.gateway.app import create_app
 from evault.protocol.statement import Statement, format_time
@@ -175,6 +176,24 @@ class FakeService:
 
     async def cleanup_pending(self) -> int:
         return 0
+
+    # Confidentiality relays (issue 6): no nodes here, so every node "stored" its share and
+    # no node answers an unwrap; the request checks are the real relay's.
+    async def put_unwrap_key(
+        self, owner: str, sealed: Mapping[int, bytes], certificate: bytes
+    ) -> key_relay.KeyStoreOutcome:
+        self.calls.append(("put_unwrap_key", (owner, dict(sealed), certificate)))
+        return key_relay.KeyStoreOutcome(None, {node: True for node in sealed}, {})
+
+    async def unwrap_keys(self, owner: str) -> key_relay.KeyListOutcome:
+        self.calls.append(("unwrap_keys", owner))
+        return key_relay.KeyListOutcome()
+
+    async def unwrap(self, owner: str, signed_request: bytes) -> key_relay.UnwrapOutcome:
+        self.calls.append(("unwrap", (owner, signed_request)))
+        return await key_relay.unwrap(
+            {}, vault=VAULT_ID, owner=owner, signed_request=signed_request, timeout_s=1.0
+        )
 
 
 def _pss() -> padding.PSS:

@@ -31,11 +31,15 @@ from evault.errors import (
     DigestMismatch,
     FormatError,
     InsufficientStorage,
+    InvalidKeyShare,
     InvalidShare,
+    KeyConflict,
+    NoUnwrapKey,
     ObjectDamaged,
     ObjectExists,
     ObjectMissing,
     TooLarge,
+    UnwrapRequestRejected,
 )
 from evault.ida import DEFAULT_CODEC_ID, Layout, disperse, get_codec, reconstruct
 from evault.ida.fingerprint import FINGERPRINT_SCHEME, FingerprintVector, leaf_hash
@@ -596,11 +600,16 @@ async def test_every_spec_error_code_has_an_exception_that_maps_to_it() -> None:
         "bad_request_length": BadRequestLength(2, 1),
         "internal": RuntimeError("bug"),
         "insufficient_storage": InsufficientStorage("x"),
+        # confidentiality (issue 6)
+        "unwrap_refused": UnwrapRequestRejected("replayed", "x"),
+        "key_conflict": KeyConflict("alice", "x"),
     }
     for code, exc in examples.items():
         assert error_code(exc) == code
     assert error_code(ObjectDamaged("0" * 64, "gone")) == "not_found"
     assert error_code(FormatError("x")) == "bad_request"
+    assert error_code(NoUnwrapKey("alice", "here")) == "not_found"
+    assert error_code(InvalidKeyShare(3, "x")) == "bad_request"
     # unknown_path and unauthenticated come from routing and the certificate gate (tested here).
     assert set(examples) | {"unknown_path", "unauthenticated"} == set(ERRORS)
 

@@ -9,10 +9,28 @@ SPEC = (Path(__file__).parents[2] / "docs" / "spec" / "node-protocol.md").read_t
 
 
 def test_every_path_constant_is_specified() -> None:
-    for name in ("PATH_HEALTH", "PATH_OBJECT", "PATH_SLICE"):
-        assert f"`{getattr(node_api, name).split('{')[0]}" in SPEC.replace("GET ", "").replace(
-            "PUT ", ""
-        ).replace("DELETE ", ""), name
+    bare = SPEC
+    for method in ("GET ", "PUT ", "POST ", "DELETE "):
+        bare = bare.replace(method, "")
+    for name in dir(node_api):
+        if name.startswith("PATH_"):
+            assert f"`{getattr(node_api, name).split('{')[0]}" in bare, name
+
+
+def test_unwrap_endpoints_have_their_headings() -> None:
+    assert f"#### `PUT {node_api.PATH_UNWRAP_KEYS}`" in SPEC
+    assert f"#### `GET {node_api.PATH_UNWRAP_KEYS}`" in SPEC
+    assert f"#### `POST {node_api.PATH_UNWRAP}`" in SPEC
+
+
+def test_unwrap_limits_and_tags_match_constants() -> None:
+    assert f"| unwrap keys per owner at one node | {node_api.MAX_UNWRAP_KEYS_PER_OWNER} |" in SPEC
+    assert (
+        f"| {node_api.UNWRAP_MAX_AGE_S} s (and at most {node_api.UNWRAP_MAX_SKEW_S} s "
+        "in the future) |" in SPEC
+    )
+    assert node_api.OWNER_ID_TAG in SPEC
+    assert node_api.KEY_CERTIFICATE_TYPE in SPEC
 
 
 def test_every_header_is_specified() -> None:

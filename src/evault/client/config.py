@@ -7,7 +7,9 @@ Two layouts, chosen by whether ``--config FILE`` (or ``EVAULT_CONFIG``) is given
 * receipt store: ``DIR/NAME.receipts.sqlite``, or ``<user data dir>/evault/receipts.sqlite``;
 * backup state: ``DIR/NAME.backup-state.sqlite``, or ``<user data dir>/evault/backup-state.sqlite``;
 * extracted vault key: ``DIR/NAME.vault-public.pem``, or
-  ``<user data dir>/evault/vault-public.pem``.
+  ``<user data dir>/evault/vault-public.pem``;
+* certificates of the user's unwrap keys (public): ``DIR/NAME.unwrap-keys.json``, or
+  ``<user data dir>/evault/unwrap-keys.json``.
 
 Keeping everything next to an explicit configuration means that two vaults (say the one
 ``evault up`` made and a production one) never share a token or a receipt store.
@@ -17,6 +19,7 @@ The configuration is TOML, the file ``evault up`` writes as ``DIR/client.toml``:
     gateways = ["https://127.0.0.1:8443", "https://backup-host:8443"]   # tried in order
     ca_cert = "client/ca.pem"                 # TLS trust for the gateways (relative: to this file)
     vault_public_key = "client/vault-public.pem"   # verifies every receipt
+    seal_keys = "client/seal-keys.json"       # optional: the nodes' sealing keys (keys init)
     connect_timeout_s = 5                     # optional: a gateway that does not connect in time
     timeout_s = 300                           # optional: longest wait for a byte once connected
     user_id = "alice"                         # optional: default for `evault login`
@@ -63,6 +66,13 @@ class ClientPaths:
     extracted_key: Path
     explicit: bool
 
+    @property
+    def unwrap_keys_file(self) -> Path:
+        """Public certificates of the user's unwrap keys (``evault keys init`` writes it):
+        ``DIR/NAME.unwrap-keys.json`` or ``<user data dir>/evault/unwrap-keys.json``."""
+        name = self.receipts_db.name.replace("receipts.sqlite", "unwrap-keys.json")
+        return self.receipts_db.with_name(name)
+
     @classmethod
     def resolve(cls, config_file: Path | None) -> ClientPaths:
         """The layout for ``--config FILE``, or the platform's user directories when None."""
@@ -101,6 +111,9 @@ class ClientConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     user_id: str | None = None
     source: str = "<config>"
+    #: The nodes' X25519 sealing keys (JSON ``{index: hex}`` from the client bundle), for
+    #: dealing unwrap-key shares the gateway cannot read (``evault keys init``).
+    seal_keys: Path | None = None
 
 
 def _fail(source: Path, problem: str) -> ConfigError:
@@ -154,6 +167,7 @@ def parse_client_config(text: str, *, source: Path) -> ClientConfig:
         timeout_s=seconds("timeout_s", DEFAULT_TIMEOUT_S),
         user_id=user_id,
         source=str(source),
+        seal_keys=path("seal_keys") if doc.get("seal_keys") is not None else None,
     )
 
 

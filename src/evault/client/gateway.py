@@ -28,6 +28,7 @@ and sentence.
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import threading
@@ -51,6 +52,7 @@ API: Final = "/api/v1"
 HEADER_SHA256: Final = "Evault-Sha256"
 HEADER_VERSION: Final = "Evault-Version"
 HEADER_FAULTY: Final = "Evault-Faulty-Nodes"
+HEADER_ENCRYPTED: Final = "Evault-Encrypted"
 #: JSON answers are small; a bigger one is a gateway fault, not something to buffer.
 MAX_JSON_ANSWER_BYTES: Final = 16 * 1024 * 1024
 
@@ -281,13 +283,24 @@ class GatewaySession:
         answer = self._send("GET", f"{API}/vault", repeatable=True, authenticated=False)
         return _object(answer, ("vault_id", "public_key_pem"))
 
-    def register(self, user_id: str, password: str, name: str, contact: str) -> str:
+    def register(
+        self,
+        user_id: str,
+        password: str,
+        name: str,
+        contact: str,
+        *,
+        identity_public_key: str | None = None,
+    ) -> str:
+        body = {"user_id": user_id, "password": password, "name": name, "contact": contact}
+        if identity_public_key is not None:
+            body["identity_public_key"] = identity_public_key
         answer = self._send(
             "POST",
             f"{API}/users",
             repeatable=False,
             authenticated=False,
-            json_body={"user_id": user_id, "password": password, "name": name, "contact": contact},
+            json_body=body,
         )
         body = _object(answer, ("user_id",))
         return str(body["user_id"])
@@ -309,20 +322,30 @@ class GatewaySession:
         self._send("DELETE", f"{API}/tokens/current", repeatable=True, authenticated=True)
 
     def deposit(
-        self, name: str, body: Callable[[], Iterable[bytes]], *, size: int, sha256: str
+        self,
+        name: str,
+        body: Callable[[], Iterable[bytes]],
+        *,
+        size: int,
+        sha256: str | None,
+        encrypted: bool = False,
     ) -> tuple[dict[str, Any], str]:
-        """PUT the bytes ``body()`` yields (``size`` of them); (the answer, the gateway URL)."""
+        """PUT the bytes ``body()`` yields (``size`` of them); (the answer, the gateway URL).
+
+        ``sha256`` may be None when it is only known once the body was sent (an encrypted
+        deposit); ``encrypted`` sends ``Evault-Encrypted: 1``."""
+        headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+        if sha256 is not None:
+            headers[HEADER_SHA256] = sha256
+        if encrypted:
+            headers[HEADER_ENCRYPTED] = "1"
         answer = self._send(
             "PUT",
             document_path(name),
             repeatable=False,
             authenticated=True,
             content=body,
-            headers={
-                "Content-Length": str(size),
-                "Content-Type": "application/octet-stream",
-                HEADER_SHA256: sha256,
-            },
+            headers=headers,
         )
         return _object(answer, ("version", "receipt")), answer.url
 
@@ -371,6 +394,44 @@ class GatewaySession:
             yield answer
         finally:
             answer.response.close()
+
+    # --- confidentiality (issue 6) ---------------------------------------------------------
+
+    def put_keys(self, sealed: Mapping[int, bytes], certificate: bytes) -> dict[str, Any]:
+        """``PUT /api/v1/keys``: relay sealed unwrap-key shares.  Repeatable: a node that
+        already stored the key answers so."""
+        answer = self._send(
+            "PUT",
+            f"{API}/keys",
+            repeatable=True,
+            authenticated=True,
+            json_body={
+                "sealed": {str(node): _b64(box) for node, box in sorted(sealed.items())},
+                "certificate": _b64(certificate),
+            },
+        )
+        return _object(answer, ("stored", "failed"))
+
+    def keys(self) -> dict[str, Any]:
+        """``GET /api/v1/keys``: the nodes' certificates of the caller's unwrap keys."""
+        answer = self._send("GET", f"{API}/keys", repeatable=True, authenticated=True)
+        return _object(answer, ("certificates", "failed"))
+
+    def unwrap(self, signed_request: bytes) -> dict[str, Any]:
+        """``POST /api/v1/unwrap``.  Not repeated on another gateway: the nodes that served
+        the request would refuse it as a replay (the caller makes a fresh one instead)."""
+        answer = self._send(
+            "POST",
+            f"{API}/unwrap",
+            repeatable=False,
+            authenticated=True,
+            json_body={"request": _b64(signed_request)},
+        )
+        return _object(answer, ("partials", "refused", "failed"))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _final_error(url: str, method: str, kind: Failure | None, reason: str) -> Exception:

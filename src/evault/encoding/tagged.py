@@ -36,6 +36,11 @@ TAGS: Final[dict[str, str]] = {
     "stream-payload": "evault/stream-payload/v1",
     # threshold RSA receipts (issue 3): see evault.crypto.threshold_rsa
     "rsa-key-id": "evault/threshold-rsa-key-id/v1",
+    # confidentiality in the running system (issue 6): see evault.protocol.node_api,
+    # evault.client.confidential
+    "owner-id": "evault/owner-id/v1",
+    "identity-salt": "evault/identity-salt/v1",
+    "key-certificate": "evault/unwrap-key-certificate/v1",
 }
 
 _prefix_cache: dict[str, bytes] = {}

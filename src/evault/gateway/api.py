@@ -21,6 +21,12 @@ Names with ``/``
 Other users' documents
     Every catalog look-up is scoped to the authenticated owner, so another user's document is
     simply not there: ``404 not_found``, the same answer as for a name nobody uses.
+
+Confidentiality (``/keys``, ``/unwrap``; DESIGN §7)
+    The gateway relays sealed unwrap-key shares and signed unwrap requests between the client
+    and the nodes (``evault.gateway.key_relay``); it can read or forge none of them, and the
+    client verifies everything it gets back.  An encrypted deposit is an ordinary deposit with
+    ``Evault-Encrypted: 1``: the statement then says ``encrypted: true``.
 """
 
 from __future__ import annotations
@@ -50,8 +56,11 @@ from evault.errors import (
     BodyTimeout,
     DocumentTooLarge,
     EvaultError,
+    FormatError,
     PublicRequestError,
 )
+from evault.gateway.key_relay import KeyListOutcome, KeyStoreOutcome, UnwrapOutcome
+from evault.protocol.node_api import KeyCertificate
 
 log = logging.getLogger("evault.gateway.api")
 
@@ -75,6 +84,8 @@ HEADER_SHA256: Final = "Evault-Sha256"
 HEADER_VERSION: Final = "Evault-Version"
 HEADER_FAULTY: Final = "Evault-Faulty-Nodes"
 HEADER_FAILED: Final = "Evault-Failed-Nodes"
+#: ``1`` on a deposit: the client encrypted the body (the statement says ``encrypted``).
+HEADER_ENCRYPTED: Final = "Evault-Encrypted"
 #: Set by the auth dependency for the access log (never the token itself).
 SCOPE_USER_KEY: Final = "evault.user"
 
@@ -87,7 +98,15 @@ _SHA256_PATTERN: Final = r"^[0-9a-fA-F]{64}$"
 class CatalogPort(Protocol):
     """The part of :class:`evault.catalog.Catalog` the API calls (all synchronous)."""
 
-    def create_user(self, user_id: str, password: str, name: str, contact: str) -> None: ...
+    def create_user(
+        self,
+        user_id: str,
+        password: str,
+        name: str,
+        contact: str,
+        *,
+        identity_public_key: bytes | None = None,
+    ) -> None: ...
 
     def authenticate(self, user_id: str, password: str) -> str: ...
 
@@ -166,6 +185,14 @@ class VaultServicePort(Protocol):
 
     async def delete(self, owner: str, name: str, version: int) -> Any: ...
 
+    async def put_unwrap_key(
+        self, owner: str, sealed: Mapping[int, bytes], certificate: bytes
+    ) -> KeyStoreOutcome: ...
+
+    async def unwrap_keys(self, owner: str) -> KeyListOutcome: ...
+
+    async def unwrap(self, owner: str, signed_request: bytes) -> UnwrapOutcome: ...
+
 
 @dataclass(frozen=True)
 class VaultInfo:
@@ -231,6 +258,12 @@ class UserCreate(_Strict):
     name: Text = Field(max_length=1024, description="Full name, 1–200 characters.")
     contact: Text = Field(
         max_length=1024, description="How to reach the user (e-mail, phone); may be empty."
+    )
+    identity_public_key: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Optional: the user's Ed25519 identity public key (lowercase hex), which "
+        "signs the user's unwrap keys and unwrap requests (DESIGN §7).",
     )
 
 
@@ -315,6 +348,52 @@ class VersionList(BaseModel):
     versions: list[VersionOut]
 
 
+_B64_PATTERN: Final = r"^[A-Za-z0-9+/]*={0,2}$"
+_NODE_KEY_PATTERN: Final = r"^[1-9][0-9]{0,2}$"
+B64 = Annotated[str, Field(pattern=_B64_PATTERN, max_length=48 * 1024)]
+
+
+class KeysPut(_Strict):
+    sealed: dict[Annotated[str, Field(pattern=_NODE_KEY_PATTERN)], B64] = Field(
+        description="Node index → base64 of that node's unwrap-key share, sealed to the node's "
+        "X25519 key (the gateway cannot open it). One entry per node of the vault."
+    )
+    certificate: B64 = Field(
+        description="Base64 of the key certificate (public, signed by the identity key)."
+    )
+
+
+class KeysStored(BaseModel):
+    key: str | None = Field(description="Hex of the public unwrap key Y the nodes stored.")
+    stored: dict[str, bool] = Field(
+        description="Node index → true if the key is new there, false if it already had it."
+    )
+    failed: dict[str, str] = Field(description="Node index → why it did not store its share.")
+
+
+class KeysOut(BaseModel):
+    certificates: dict[str, list[str]] = Field(
+        description="Node index → base64 key certificates it holds for the caller, oldest first "
+        "(unverified here: the client checks each signature against its own identity key)."
+    )
+    failed: dict[str, str] = Field(description="Node index → why it listed none.")
+
+
+class UnwrapIn(_Strict):
+    request: B64 = Field(
+        description="Base64 of the unwrap request signed with the caller's identity key."
+    )
+
+
+class UnwrapOut(BaseModel):
+    partials: dict[str, str] = Field(
+        description="Node index → base64 partial unwrap with its Chaum–Pedersen proof "
+        "(unverified here: the client checks every proof)."
+    )
+    refused: dict[str, str] = Field(description="Node index → why that node refused.")
+    failed: dict[str, str] = Field(description="Node index → why it could not be asked.")
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="Stable machine-readable code (see the error table).")
     message: str = Field(description="One sentence for a human.")
@@ -329,6 +408,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Bad input (`bad_name`, `bad_password`, `malformed_json`, `bad_request`).",
         401: "Missing, invalid, expired or revoked bearer token, or wrong password.",
+        403: "The unwrap request does not name the caller (`unwrap_request_rejected`).",
         404: "No such document or version for this user.",
         408: "The request body stalled (`body_timeout`).",
         409: "Conflict (`user_exists`, `digest_mismatch`).",
@@ -558,8 +638,17 @@ async def get_vault(s: Settings) -> VaultOut:
     summary="Register a user",
 )
 async def register(body: UserCreate, s: Settings) -> UserCreated:
+    identity = (
+        bytes.fromhex(body.identity_public_key) if body.identity_public_key is not None else None
+    )
     await run_in_threadpool(
-        s.catalog.create_user, body.user_id, body.password, body.name, body.contact
+        lambda: s.catalog.create_user(
+            body.user_id,
+            body.password,
+            body.name,
+            body.contact,
+            identity_public_key=identity,
+        )
     )
     # The catalog stores ids in lower case; echo the stored form.
     return UserCreated(user_id=canonical_user_id(body.user_id))
@@ -683,6 +772,15 @@ async def deposit(
             "(409 digest_mismatch) if the body hashes differently.",
         ),
     ] = None,
+    evault_encrypted: Annotated[
+        str | None,
+        Header(
+            alias=HEADER_ENCRYPTED,
+            pattern=r"^[01]$",
+            description="`1` if the client encrypted the body (evault STREAM format); the "
+            "receipt's statement then says `encrypted: true`. Default `0`.",
+        ),
+    ] = None,
 ) -> DepositOut:
     check_api_document_name(name)
     size = declared_length(request)
@@ -696,6 +794,7 @@ async def deposit(
             aiter(body),
             size=size,
             sha256=evault_sha256.lower() if evault_sha256 is not None else None,
+            encrypted=evault_encrypted == "1",
         )
     except Exception:
         if body.error is not None:
@@ -845,3 +944,78 @@ async def delete_version(
     # named so that an operator can look (a later clean-up removes it).
     headers = {HEADER_FAILED: nodes_header(failed)} if failed else None
     return Response(status_code=204, headers=headers)
+
+
+# --- confidentiality: unwrap keys and blinded unwraps (DESIGN §7) ------------------------------
+
+
+def _b64_field(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError as exc:
+        raise PublicRequestError(f"{what} is not base64: {exc}") from None
+
+
+@router.put(
+    "/keys",
+    response_model=KeysStored,
+    responses=_errors(400, 401, 408, 413, 422),
+    tags=["keys"],
+    summary="Register an unwrap key: relay each node its sealed share",
+)
+async def put_keys(body: KeysPut, caller: CurrentCaller, s: Settings) -> KeysStored:
+    certificate = _b64_field(body.certificate, "certificate")
+    try:
+        cert = KeyCertificate.from_bytes(certificate)
+    except FormatError as exc:
+        raise PublicRequestError(f"certificate: {exc.message}") from None
+    if cert.owner != caller.user_id or cert.vault != s.info.vault_id or cert.nodes != s.info.n:
+        raise PublicRequestError(
+            f"the key certificate must name this vault, its {s.info.n} nodes and the caller"
+        )
+    sealed = {
+        int(node): _b64_field(text, f"sealed share {node}") for node, text in body.sealed.items()
+    }
+    if set(sealed) != set(range(1, s.info.n + 1)):
+        raise PublicRequestError(f"expected one sealed share for each node 1..{s.info.n}")
+    outcome = await s.service.put_unwrap_key(caller.user_id, sealed, certificate)
+    return KeysStored(
+        key=outcome.key,
+        stored={str(node): created for node, created in sorted(outcome.stored.items())},
+        failed=_nodes(outcome.failed),
+    )
+
+
+@router.get(
+    "/keys",
+    response_model=KeysOut,
+    responses=_errors(401),
+    tags=["keys"],
+    summary="The certificates of the caller's unwrap keys, as each node holds them",
+)
+async def get_keys(caller: CurrentCaller, s: Settings) -> KeysOut:
+    outcome = await s.service.unwrap_keys(caller.user_id)
+    return KeysOut(
+        certificates={
+            str(node): [_b64(c) for c in certs]
+            for node, certs in sorted(outcome.certificates.items())
+        },
+        failed=_nodes(outcome.failed),
+    )
+
+
+@router.post(
+    "/unwrap",
+    response_model=UnwrapOut,
+    responses=_errors(400, 401, 403, 408, 413, 422),
+    tags=["keys"],
+    summary="Relay a signed, blinded unwrap request to the nodes; their partial unwraps",
+)
+async def post_unwrap(body: UnwrapIn, caller: CurrentCaller, s: Settings) -> UnwrapOut:
+    signed = _b64_field(body.request, "request")
+    outcome = await s.service.unwrap(caller.user_id, signed)
+    return UnwrapOut(
+        partials={str(node): _b64(p) for node, p in sorted(outcome.partials.items())},
+        refused=_nodes(outcome.refused),
+        failed=_nodes(outcome.failed),
+    )

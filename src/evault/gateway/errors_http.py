@@ -56,6 +56,8 @@ STATUS_BY_ERROR: Final[Mapping[type[e.EvaultError], int]] = {
     e.NotEnoughPartialUnwraps: 503,
     e.UnwrapRequestRejected: 403,
     e.DecryptionError: 400,
+    e.NoUnwrapKey: 404,
+    e.KeySetupIncomplete: 503,  # client-side: `evault keys init` reached too few nodes
     # Bytes that break their spec (a statement, an armored file sent by the client).
     e.FormatError: 400,
     e.ArmorError: 400,
@@ -67,6 +69,7 @@ STATUS_BY_ERROR: Final[Mapping[type[e.EvaultError], int]] = {
     e.DepositCancelled: 404,
     e.ObjectDamaged: 502,
     e.StoreMismatch: 500,
+    e.KeyConflict: 409,
     # Catalog: users, tokens, names.
     e.CatalogError: 500,
     e.UserExists: 409,

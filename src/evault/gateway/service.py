@@ -33,6 +33,7 @@ from evault.errors import (
     FormatError,
     WrongState,
 )
+from evault.gateway import key_relay
 from evault.gateway.fanout import (
     DepositAttempt,
     DepositOutcome,
@@ -441,6 +442,37 @@ class VaultService:
                 raise result
             out[node] = describe_failure(result) if isinstance(result, BaseException) else result
         return out
+
+    # -- confidentiality relays (issue 6): see evault.gateway.key_relay ----------------------
+
+    async def put_unwrap_key(
+        self, owner: str, sealed: Mapping[int, bytes], certificate: bytes
+    ) -> key_relay.KeyStoreOutcome:
+        """Relay a client's sealed unwrap-key shares, node i getting ``sealed[i]``."""
+        return await key_relay.put_unwrap_key(
+            self.clients,
+            vault=self.vault,
+            owner=owner,
+            sealed=sealed,
+            certificate=certificate,
+            timeout_s=self.node_timeout_s,
+        )
+
+    async def unwrap_keys(self, owner: str) -> key_relay.KeyListOutcome:
+        """Every node's certificates of ``owner``'s unwrap keys."""
+        return await key_relay.unwrap_keys(
+            self.clients, vault=self.vault, owner=owner, timeout_s=self.node_timeout_s
+        )
+
+    async def unwrap(self, owner: str, signed_request: bytes) -> key_relay.UnwrapOutcome:
+        """Relay ``owner``'s signed unwrap request to every node."""
+        return await key_relay.unwrap(
+            self.clients,
+            vault=self.vault,
+            owner=owner,
+            signed_request=signed_request,
+            timeout_s=self.node_timeout_s,
+        )
 
     def log_nodes(self, what: str, faulty: Mapping[int, str], failed: Mapping[int, str]) -> None:
         for node, why in sorted(faulty.items()):

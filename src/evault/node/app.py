@@ -11,14 +11,22 @@ exceptions become codes.  Two pure-ASGI layers wrap the app:
   no certificate: the gate fails closed.
 * :class:`AccessLog` writes one line per request: method, path, status, error code, bytes in and
   out, duration.  Never document bytes, never headers (the proposal names the document).
+
+The unwrap-key routes (spec: "Unwrap keys and partial unwraps") are served when the app is
+given an :class:`~evault.node.unwrap.UnwrapService`.  :class:`TrafficRecorder` is test-only:
+it writes every request and response body to files, so that tests can search everything the
+gateway sent to and received from a node for bytes that must never be there.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, Final
 
 import anyio
@@ -35,12 +43,19 @@ from evault.errors import (
     BadRequest,
     FormatError,
     InsufficientStorage,
+    InvalidElement,
+    InvalidKeyShare,
+    KeyConflict,
+    NoUnwrapKey,
     ObjectDamaged,
     ObjectExists,
     ObjectMissing,
     RequestRefused,
+    TooLarge,
+    UnwrapRequestRejected,
 )
 from evault.node.service import NodeService, check_object_id, parse_sha256_header
+from evault.node.unwrap import UnwrapService
 from evault.protocol.node_api import (
     BODY_IDLE_TIMEOUT_S,
     ERRORS,
@@ -51,12 +66,17 @@ from evault.protocol.node_api import (
     HEADER_SEGMENT_COUNT,
     HEADER_SHA256,
     HEADER_SLICE_INDEX,
+    MAX_JSON_BODY_BYTES,
     MAX_LIST_LIMIT,
     PATH_HEALTH,
     PATH_OBJECT,
     PATH_OBJECTS,
     PATH_SLICE,
+    PATH_UNWRAP,
+    PATH_UNWRAP_KEYS,
+    KeyDeposit,
     Proposal,
+    UnwrapCall,
     b64_encode,
     error_body,
 )
@@ -82,7 +102,13 @@ def error_code(exc: BaseException) -> str:
         return "not_found"
     if isinstance(exc, InsufficientStorage):
         return "insufficient_storage"
-    if isinstance(exc, FormatError):
+    if isinstance(exc, UnwrapRequestRejected):
+        return "unwrap_refused"
+    if isinstance(exc, KeyConflict):
+        return "key_conflict"
+    if isinstance(exc, NoUnwrapKey):
+        return "not_found"
+    if isinstance(exc, FormatError | InvalidKeyShare | InvalidElement):
         return "bad_request"
     return "internal"
 
@@ -154,6 +180,19 @@ async def _body(request: Request, idle_timeout_s: float) -> AsyncIterator[bytes]
             yield chunk
 
 
+async def _json_body(request: Request, idle_timeout_s: float) -> Any:
+    """A small JSON request body, read whole with the spec's cap (413 too_large)."""
+    data = bytearray()
+    async for chunk in _body(request, idle_timeout_s):
+        data += chunk
+        if len(data) > MAX_JSON_BODY_BYTES:
+            raise TooLarge("the JSON body", MAX_JSON_BODY_BYTES)
+    try:
+        return json.loads(bytes(data))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from None
+
+
 # --- the app -------------------------------------------------------------------------------
 
 
@@ -162,9 +201,13 @@ def create_app(
     *,
     require_client_cn: str | None = GATEWAY_CERT_CN,
     idle_timeout_s: float = BODY_IDLE_TIMEOUT_S,
+    unwrap: UnwrapService | None = None,
+    traffic_dir: Path | None = None,
 ) -> ASGIApp:
     """The node's ASGI app.  ``require_client_cn=None`` turns the certificate gate off, which
-    only in-process tests do (they have no TLS connection); ``evault node`` never does."""
+    only in-process tests do (they have no TLS connection); ``evault node`` never does.
+    ``unwrap`` serves the unwrap-key routes; ``traffic_dir`` (tests only) records every body
+    (:class:`TrafficRecorder`)."""
 
     @_guarded
     async def health(request: Request) -> Response:
@@ -235,6 +278,31 @@ def create_app(
             headers=headers,
         )
 
+    @_guarded
+    async def put_unwrap_key(request: Request) -> Response:
+        if unwrap is None:  # pragma: no cover - the route exists only with a service
+            raise BadRequest("this node serves no unwrap keys")
+        deposit = KeyDeposit.from_json_obj(await _json_body(request, idle_timeout_s))
+        result = await anyio.to_thread.run_sync(
+            unwrap.put_key, request.path_params["owner_id"], deposit
+        )
+        return JSONResponse(result.to_json_obj(), status_code=201 if result.created else 200)
+
+    @_guarded
+    async def get_unwrap_keys(request: Request) -> Response:
+        if unwrap is None:  # pragma: no cover
+            raise BadRequest("this node serves no unwrap keys")
+        listing = await anyio.to_thread.run_sync(unwrap.list_keys, request.path_params["owner_id"])
+        return JSONResponse(listing.to_json_obj())
+
+    @_guarded
+    async def post_unwrap(request: Request) -> Response:
+        if unwrap is None:  # pragma: no cover
+            raise BadRequest("this node serves no unwrap keys")
+        call = UnwrapCall.from_json_obj(await _json_body(request, idle_timeout_s))
+        answer = await anyio.to_thread.run_sync(unwrap.unwrap, call.request)
+        return JSONResponse(answer.to_json_obj())
+
     async def unknown(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException) and exc.status_code == 405:
             message = f"{request.method} is not defined on {request.url.path}"
@@ -250,13 +318,67 @@ def create_app(
             Route(PATH_OBJECT, get_object, methods=["GET"]),
             Route(PATH_OBJECT, delete_object, methods=["DELETE"]),
             Route(PATH_SLICE, get_slice, methods=["GET"]),
+            *(
+                [
+                    Route(PATH_UNWRAP_KEYS, put_unwrap_key, methods=["PUT"]),
+                    Route(PATH_UNWRAP_KEYS, get_unwrap_keys, methods=["GET"]),
+                    Route(PATH_UNWRAP, post_unwrap, methods=["POST"]),
+                ]
+                if unwrap is not None
+                else []
+            ),
         ],
         exception_handlers={HTTPException: unknown},
     )
     gated: ASGIApp = app
     if require_client_cn is not None:
         gated = ClientCertGate(app, require_client_cn)
+    if traffic_dir is not None:
+        gated = TrafficRecorder(gated, traffic_dir, node=service.settings.index)
     return AccessLog(gated, node=service.settings.index)
+
+
+# --- test-only: every body the gateway sends and receives, written to files -----------------
+
+
+class TrafficRecorder:
+    """Tests only (``evault node`` enables it only with ``EVAULT_ALLOW_FAULTS=1``): each
+    request's body goes to ``DIR/node-<i>-<seq>.request`` and its answer's body to
+    ``DIR/node-<i>-<seq>.response``, byte for byte, so a test can search everything that
+    crossed the wire (in plaintext, after TLS) for bytes that must never be there."""
+
+    def __init__(self, app: ASGIApp, directory: Path, *, node: int) -> None:
+        self.app = app
+        self.directory = directory
+        self.node = node
+        self._seq = itertools.count()
+        directory.mkdir(parents=True, exist_ok=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        stem = self.directory / f"node-{self.node}-{next(self._seq):06d}"
+        request_file = stem.with_suffix(".request").open("ab")
+        response_file = stem.with_suffix(".response").open("ab")
+        request_file.write(f"{scope.get('method')} {scope.get('path')}\n".encode())
+
+        async def recording_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                request_file.write(message.get("body", b""))
+            return message
+
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                response_file.write(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, recording_receive, recording_send)
+        finally:
+            request_file.close()
+            response_file.close()
 
 
 # --- the client-certificate gate -----------------------------------------------------------

@@ -7,7 +7,8 @@ Start-up, in order, each step failing with one clear sentence:
 2. open the data directory — the store checks that it belongs to this vault and node, and runs
    fsck (interrupted deposits removed, damaged objects reported in the log);
 3. read the threshold public key and this node's key share (``EVAULT_SHARE_PASSPHRASE`` if the
-   share file is encrypted) and check the share against its verification key;
+   share file is encrypted) and check the share against its verification key; read the
+   sealing key (X25519) and open the unwrap-key store (``evault.node.unwrap``);
 4. serve the internal protocol on ``host:port`` over mutual TLS (``evault.node.server``) until
    SIGTERM or SIGINT; running requests get a few seconds to finish; the store is closed.
 """
@@ -18,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -33,10 +35,14 @@ from evault.node.app import create_app
 from evault.node.server import make_server
 from evault.node.service import SLOW_FAULT_DELAY_S, Fault, NodeService, NodeSettings
 from evault.node.signing import ShareSigner
-from evault.protocol.node_api import GATEWAY_CERT_CN
+from evault.node.unwrap import UnwrapService, load_seal_key
+from evault.protocol.node_api import GATEWAY_CERT_CN, MAX_UNWRAP_KEYS_PER_OWNER
 from evault.store import DiskSliceStore
+from evault.store.keys import KeyShareStore
 
 ALLOW_FAULTS_ENV: Final = "EVAULT_ALLOW_FAULTS"
+#: Tests only (needs EVAULT_ALLOW_FAULTS=1): a directory to record every body in and out.
+TRAFFIC_LOG_ENV: Final = "EVAULT_TRAFFIC_LOG"
 FAULT_DELAY_ENV: Final = "EVAULT_FAULT_DELAY_S"
 PASSPHRASE_ENV: Final = "EVAULT_SHARE_PASSPHRASE"
 
@@ -104,6 +110,45 @@ def build_service(config: NodeConfig, fault: Fault | None) -> NodeService:
     )
 
 
+def build_unwrap_service(config: NodeConfig, fault: Fault | None) -> UnwrapService:
+    """The node's confidentiality part: its sealing key and its unwrap-key store."""
+    try:
+        seal_key = load_seal_key(config.seal_key.read_text(encoding="ascii"))
+    except FileNotFoundError:
+        raise ConfigError(f"{config.path}: the sealing key {config.seal_key} is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{config.path}: the sealing key {config.seal_key}: {exc}") from None
+    store = KeyShareStore(
+        config.data_dir,
+        vault=config.vault,
+        node=config.index,
+        max_keys_per_owner=MAX_UNWRAP_KEYS_PER_OWNER,
+    )
+    return UnwrapService(
+        vault=config.vault,
+        index=config.index,
+        nodes=config.cluster.n,
+        store=store,
+        seal_key=seal_key,
+        clock=time.time,
+        fault=fault,
+    )
+
+
+def traffic_dir(environ: dict[str, str] | None = None) -> Path | None:
+    """The test-only traffic recording directory, refused unless faults are allowed."""
+    env = os.environ if environ is None else environ
+    value = env.get(TRAFFIC_LOG_ENV)
+    if not value:
+        return None
+    if env.get(ALLOW_FAULTS_ENV) != "1":
+        raise ConfigError(
+            f"{TRAFFIC_LOG_ENV} records every document byte and is for tests only; "
+            f"set {ALLOW_FAULTS_ENV}=1 to allow it"
+        )
+    return Path(value)
+
+
 def run_node(config_path: str | Path, fault: str | None = None) -> None:
     """Run the node of ``config_path`` until SIGTERM/SIGINT (see the module docstring)."""
     _setup_logging()
@@ -111,9 +156,16 @@ def run_node(config_path: str | Path, fault: str | None = None) -> None:
     mode = parse_fault(fault)
     if mode is not None:
         log.warning("node-%d runs with the test-only fault mode %r", config.index, mode.value)
+    recording = traffic_dir()
     service = build_service(config, mode)
+    unwrap = None
     try:
-        app = create_app(service, require_client_cn=GATEWAY_CERT_CN)
+        unwrap = build_unwrap_service(config, mode)
+        if recording is not None:
+            log.warning("node-%d records all traffic in %s (test-only)", config.index, recording)
+        app = create_app(
+            service, require_client_cn=GATEWAY_CERT_CN, unwrap=unwrap, traffic_dir=recording
+        )
         server = make_server(
             app,
             host=config.host,
@@ -133,6 +185,8 @@ def run_node(config_path: str | Path, fault: str | None = None) -> None:
         received = _serve_until_signalled(server)
     finally:
         service.store.close()
+        if unwrap is not None:
+            unwrap.store.close()
     why = f" on {', '.join(signal.Signals(s).name for s in received)}" if received else ""
     log.info("node-%d stopped%s", config.index, why)
 

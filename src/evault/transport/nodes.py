@@ -49,9 +49,16 @@ from evault.protocol.node_api import (
     PATH_HEALTH,
     PATH_OBJECT,
     PATH_SLICE,
+    PATH_UNWRAP,
+    PATH_UNWRAP_KEYS,
     DepositResult,
+    KeyDeposit,
+    KeyDepositResult,
+    KeyListing,
     ObjectMeta,
     Proposal,
+    UnwrapAnswer,
+    UnwrapCall,
     is_object_id,
     node_name,
 )
@@ -253,8 +260,10 @@ class NodeClient:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         content: AsyncIterator[bytes] | None = None,
+        also: tuple[int, ...] = (),
     ) -> AsyncIterator[httpx.Response]:
-        """Send a request and yield the streaming response once its status is ``expect``."""
+        """Send a request and yield the streaming response once its status is ``expect``
+        (or one of ``also``)."""
         with _mapped(self.index, op):
             async with self._http.stream(
                 method,
@@ -264,7 +273,7 @@ class NodeClient:
                 content=content,
                 extensions=self._extensions,
             ) as response:
-                if response.status_code != expect:
+                if response.status_code != expect and response.status_code not in also:
                     await self._raise_error_answer(op, response)
                 yield response
 
@@ -390,6 +399,52 @@ class NodeClient:
         path = PATH_OBJECT.format(object_id=object_id)
         async with self._request("delete", "DELETE", path, expect=204) as response:
             await response.aread()
+
+    # -- confidentiality (issue 6): unwrap keys and partial unwraps ----------------------
+
+    async def _json_call(
+        self, op: str, method: str, path: str, body: Any, *, expect: tuple[int, ...]
+    ) -> tuple[int, Any]:
+        data = json.dumps(body, separators=(",", ":")).encode("ascii")
+
+        async def once() -> AsyncIterator[bytes]:
+            yield data
+
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(data))}
+        async with self._request(
+            op, method, path, expect=expect[0], headers=headers, content=once(), also=expect[1:]
+        ) as response:
+            return response.status_code, await self._read_json(op, response)
+
+    async def put_unwrap_key(self, owner_id: str, deposit: KeyDeposit) -> KeyDepositResult:
+        """Relay one sealed unwrap-key share (``PUT /v1/unwrap-keys/{owner_id}``)."""
+        _check_object_id(owner_id)
+        path = PATH_UNWRAP_KEYS.format(owner_id=owner_id)
+        status, obj = await self._json_call(
+            "unwrap-key", "PUT", path, deposit.to_json_obj(), expect=(201, 200)
+        )
+        with _mapped(self.index, "unwrap-key"):
+            result = KeyDepositResult.from_json_obj(obj)
+        if result.created != (status == 201) or result.node != self.index:
+            raise BadNodeAnswer(self.index, "unwrap-key", "answer contradicts its status or node")
+        return result
+
+    async def unwrap_keys(self, owner_id: str) -> KeyListing:
+        """The certificates of an owner's unwrap keys (``GET /v1/unwrap-keys/{owner_id}``)."""
+        _check_object_id(owner_id)
+        path = PATH_UNWRAP_KEYS.format(owner_id=owner_id)
+        async with self._request("unwrap-keys", "GET", path, expect=200) as response:
+            obj = await self._read_json("unwrap-keys", response)
+        with _mapped(self.index, "unwrap-keys"):
+            return KeyListing.from_json_obj(obj)
+
+    async def unwrap(self, signed_request: bytes) -> UnwrapAnswer:
+        """Relay a client's signed unwrap request (``POST /v1/unwrap``)."""
+        _, obj = await self._json_call(
+            "unwrap", "POST", PATH_UNWRAP, UnwrapCall(signed_request).to_json_obj(), expect=(200,)
+        )
+        with _mapped(self.index, "unwrap"):
+            return UnwrapAnswer.from_json_obj(obj)
 
 
 def _check_object_id(object_id: str) -> None:
