@@ -3,8 +3,8 @@ decrypting retrieval (DESIGN §7; paper §2.3.2 and §4.2; docs/security-model.m
 
 Identity key (no key material has to live at the client)
     The client's Ed25519 identity key signs its unwrap keys and every unwrap request.  It is
-    *derived*, never stored: seed = Argon2id(key passphrase, salt = tagged hash of
-    ``[vault, user]``), 32 bytes, with the fixed parameters :data:`IDENTITY_KDF`.  The key
+    *derived*, never stored: seed = Argon2id(key passphrase, salt = the first 16 bytes of a
+    tagged hash of ``[vault, user]``), 32 bytes, with the fixed parameters :data:`IDENTITY_KDF`.  The key
     passphrase is **not** the log-in password: the gateway sees the log-in password at every
     log-in (and the web UI sends it in a form), so a key derived from it would be the gateway's
     too.  The key passphrase is never sent anywhere.
@@ -141,8 +141,10 @@ MIN_PASSPHRASE_CHARS: Final = 8
 
 
 def identity_salt(vault: str, owner: str) -> bytes:
-    """32 bytes, unique per (vault, user): the same passphrase gives unrelated keys elsewhere."""
-    return tagged_hash(TAGS["identity-salt"], canonical_json([vault, owner]))
+    """16 bytes (RFC 9106's salt length), unique per (vault, user): the same passphrase gives
+    unrelated keys elsewhere.  16 is also what libsodium's Argon2id takes, so the derivation
+    can be checked against an independent implementation."""
+    return tagged_hash(TAGS["identity-salt"], canonical_json([vault, owner]))[:16]
 
 
 def derive_identity(
