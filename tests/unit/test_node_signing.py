@@ -156,6 +156,8 @@ def test_signer_validates_its_configuration(vault_key_1024: InsecureTestKey) -> 
         ShareSigner(key.public, key.shares[0], index=1, pool_size=-1)
     with pytest.raises(ValueError, match="low_water"):
         ShareSigner(key.public, key.shares[0], index=1, pool_size=2, low_water=3)
+    with pytest.raises(ValueError, match="refill_idle_s"):
+        ShareSigner(key.public, key.shares[0], index=1, refill_idle_s=-1)
 
 
 def test_a_seeded_signer_is_reproducible(vault_key_1024: InsecureTestKey) -> None:

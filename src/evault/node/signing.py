@@ -10,11 +10,14 @@ Precomputed nonces.  Half of a share's proof, the pair (r, v^r), does not depend
 spends one pair: two constant-time exponentiations on the deposit path instead of three.  When
 the pool is empty (a burst of deposits), the share computes its nonce inline, as before.
 
-Refilling is bounded so it never competes with signing for long: one daemon thread per signer,
-one nonce at a time, started only when the pool falls below ``low_water`` (and once at start-up),
-filling up to ``pool_size`` and then sleeping on a condition; it does not start a nonce while a
-share is being signed.  gmpy2 holds the GIL during an exponentiation, so a share that arrives
-while a nonce is being computed waits at most that one exponentiation (~10 ms at 3072 bits).
+Refilling is bounded and happens in idle time: one daemon thread per signer, one nonce at a
+time, started only when the pool falls below ``low_water`` (and once at start-up), filling up to
+``pool_size`` and then sleeping on a condition.  It starts a nonce only after ``refill_idle_s``
+without any new share, and never while one is being signed.  That matters because gmpy2 holds
+the GIL during an exponentiation: under a sustained stream of deposits, refilling would only
+move the same work around (measured: no gain, slightly worse), so the pool then simply runs
+dry and shares compute their nonces inline, as without a pool.  A share that arrives while a
+nonce is being computed waits at most that one exponentiation (~10 ms at 3072 bits).
 :meth:`ShareSigner.close` (or garbage collection of the signer, or interpreter exit) stops the
 thread and drops the nonces; nonces live in memory only and are never written anywhere.
 """
@@ -35,6 +38,8 @@ from evault.protocol.node_api import WireShare
 DEFAULT_POOL_SIZE = 8
 #: The refill thread wakes when fewer than this many nonces are left.
 DEFAULT_LOW_WATER = 4
+#: Quiet time (no new share) the refill thread waits for before each nonce.
+DEFAULT_REFILL_IDLE_S = 0.05
 
 
 @dataclass
@@ -44,10 +49,11 @@ class _RefillState:
     cond: threading.Condition
     wanted: bool = True  # start-up: fill the pool once
     signing: int = 0  # shares being signed right now; refilling waits for 0
+    started: int = 0  # shares begun so far; a change means "not idle"
     stopped: bool = False
 
 
-def _refill_loop(pool: threshold_rsa.NoncePool, state: _RefillState) -> None:
+def _refill_loop(pool: threshold_rsa.NoncePool, state: _RefillState, idle_s: float) -> None:
     """Body of the refill thread.  Holds no reference to the signer, so the signer can be
     garbage collected (its finalizer then stops this loop)."""
     cond = state.cond
@@ -60,7 +66,17 @@ def _refill_loop(pool: threshold_rsa.NoncePool, state: _RefillState) -> None:
                 state.wanted = False
                 cond.notify_all()  # wake wait_ready()
                 continue
+            if idle_s > 0 and not _quiet_for(state, idle_s):
+                continue  # not idle: wait for the next quiet spell
         pool.fill_one()  # one exponentiation, outside the condition's lock
+
+
+def _quiet_for(state: _RefillState, idle_s: float) -> bool:
+    """Wait (holding ``state.cond``) until ``idle_s`` passes without a new share: True, or a
+    share starts or the signer stops: False."""
+    seen = state.started
+    state.cond.wait_for(lambda: state.stopped or state.started != seen, idle_s)
+    return not state.stopped and state.started == seen
 
 
 def _stop(pool: threshold_rsa.NoncePool, state: _RefillState) -> None:
@@ -82,7 +98,8 @@ class SignerStats:
 class ShareSigner:
     """Signs with node ``index``'s key share; checks the share against the public key first.
 
-    ``pool_size`` = 0 turns precomputation off (every share computes its nonce inline).
+    ``pool_size`` = 0 turns precomputation off (every share computes its nonce inline);
+    ``low_water`` and ``refill_idle_s`` bound the refill thread (module text).
     ``rng`` is where nonces come from, ``secrets.SystemRandom()`` by default.
     """
 
@@ -94,6 +111,7 @@ class ShareSigner:
         index: int,
         pool_size: int = DEFAULT_POOL_SIZE,
         low_water: int = DEFAULT_LOW_WATER,
+        refill_idle_s: float = DEFAULT_REFILL_IDLE_S,
         rng: RandomSource | None = None,
     ) -> None:
         if share.index != index:
@@ -105,6 +123,8 @@ class ShareSigner:
             raise ValueError(f"pool_size: expected an int >= 0, got {pool_size!r}")
         if not isinstance(low_water, int) or not 0 <= low_water <= pool_size:
             raise ValueError(f"low_water: expected 0..pool_size ({pool_size}), got {low_water!r}")
+        if not isinstance(refill_idle_s, int | float) or not 0 <= refill_idle_s < 60:
+            raise ValueError(f"refill_idle_s: expected 0 <= seconds < 60, got {refill_idle_s!r}")
         # A wrong share file must fail at start-up, not as invalid shares at every deposit.
         threshold_rsa.verify_key_share(public, share)
         self.public = public
@@ -121,7 +141,7 @@ class ShareSigner:
             self._pool = threshold_rsa.NoncePool(public, pool_size, rng=rng)
             self._thread = threading.Thread(
                 target=_refill_loop,
-                args=(self._pool, self._state),
+                args=(self._pool, self._state, float(refill_idle_s)),
                 name=f"evault-nonce-refill-{index}",
                 daemon=True,  # never keeps a stopping node alive
             )
@@ -133,6 +153,8 @@ class ShareSigner:
         state = self._state
         with state.cond:
             state.signing += 1
+            state.started += 1
+            state.cond.notify_all()  # an idle wait in the refill thread restarts
         try:
             nonce = self._pool.take() if self._pool is not None else None
             share = threshold_rsa.sign_share(
