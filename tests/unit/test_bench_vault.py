@@ -250,7 +250,7 @@ def test_parse_node_log_and_count_gateway_connections() -> None:
     result = make_point_result(key, Outcome((0.01,), 1), 1.0, _cpu(), None, lines)
     # Same port on two nodes is two connections (one per node); a new port is a new one.
     assert (result.node_requests, result.node_connections) == (4, 3)
-    assert "3.0 new gateway connections" in bench._node_traffic(result)
+    assert "3.0 distinct gateway connections" in bench._node_traffic(result)
 
 
 def test_point_with_nothing_completed_has_no_times_and_no_cpu_per_op() -> None:
@@ -329,6 +329,19 @@ def test_markdown_tables_have_a_row_per_size_and_a_column_per_c() -> None:
         table = [line for line in block.splitlines() if line.startswith("|")]
         widths = {line.count("|") for line in table}
         assert len(widths) == 1
+
+
+def test_report_warns_when_other_processes_took_cpu() -> None:
+    quiet = _fake_results()
+    plan = plan_bench(quick=False)
+    meta = {"key_bits": 3072}
+    assert "Warning" not in bench.markdown_report(quiet, plan.settings, meta, {}, [])
+    busy = [
+        make_point_result(r.key, Outcome((0.01,), 1), 1.0, _cpu(other_s=0.5), None) for r in quiet
+    ]
+    assert bench.other_cores(busy) == pytest.approx(0.5)
+    assert "0.50 of the machine's cores" in bench.markdown_report(busy, plan.settings, meta, {}, [])
+    assert summary(busy, meta)["other_tenant_cores"] == 0.5
 
 
 def test_size_labels() -> None:

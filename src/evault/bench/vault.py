@@ -565,6 +565,7 @@ def summary(results: Sequence[PointResult], meta: Mapping[str, Any]) -> dict[str
             "retrieval_ms_p50": p50(paper, "retrieve"),
         }
     doc["errors"] = sum(r.error_count for r in results)
+    doc["other_tenant_cores"] = round(other_cores(results), 2)
     return doc
 
 
@@ -676,8 +677,8 @@ def _node_traffic(r: PointResult) -> str:
     if r.node_requests is None or r.node_connections is None or r.ops <= 0:
         return ""
     return (
-        f"; per operation the nodes served {r.node_requests / r.ops:.1f} requests on "
-        f"{r.node_connections / r.ops:.1f} new gateway connections"
+        f"; per operation the nodes served {r.node_requests / r.ops:.1f} requests over "
+        f"{r.node_connections / r.ops:.1f} distinct gateway connections"
     )
 
 
@@ -762,6 +763,27 @@ def markdown_hotspots(profiles: Mapping[str, Hotspots]) -> str:
     return "\n".join(out)
 
 
+#: Mean cores used by other processes above which the report warns that figures are low.
+CONTENDED_CORES: Final = 0.2
+
+
+def other_cores(results: Sequence[PointResult]) -> float:
+    """Mean number of cores that processes outside the benchmark used during the windows."""
+    wall = sum(r.cpu.wall_s for r in results)
+    return sum(r.cpu.other_s for r in results) / wall if wall > 0 else 0.0
+
+
+def _contention_warning(results: Sequence[PointResult]) -> list[str]:
+    busy = other_cores(results)
+    if busy < CONTENDED_CORES:
+        return []
+    return [
+        f"**Warning: other processes used {busy:.2f} of the machine's cores on average during "
+        "the measurement windows; the figures are lower than on an idle machine.**",
+        "",
+    ]
+
+
 def markdown_report(
     results: Sequence[PointResult],
     settings: Sequence[VaultSetting],
@@ -782,6 +804,7 @@ def markdown_report(
         "the gateway (gw). Every retrieval was hashed against its receipt, every deposit's "
         "receipt verified (RSASSA-PSS, SHA-256, FV hash).",
         "",
+        *_contention_warning(results),
         markdown_tables(results, settings),
         "#### Where the time goes",
         "",
