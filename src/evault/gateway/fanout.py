@@ -33,6 +33,7 @@ from evault.errors import (
     NotEnoughShares,
 )
 from evault.gateway import planner
+from evault.ida.fingerprint import FingerprintVector
 from evault.protocol.node_api import DepositResult, Proposal
 from evault.transport.nodes import NodeClient
 
@@ -220,6 +221,9 @@ class DepositAttempt:
             key_wrap=key_wrap,
         )
         self.committed = True
+        # The signers' FV hashes to the signed fv_hash (planner.check_deposit_answer): a later
+        # retrieval of this version can skip the metadata round.
+        s.fv_cache.put(FingerprintVector(tuple(answers[plan.signers[0]].fv)))
         s.log_nodes(self.what, faulty, failed)
         if faulty:
             await audit_faults(s, "deposit", p.owner, p.name, p.version, faulty)

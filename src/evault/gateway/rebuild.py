@@ -1,7 +1,11 @@
 """Retrieval (DESIGN §6): slices streamed from m nodes, checked as they arrive, rebuilt.
 
 Every node is asked for its metadata; the FV whose hash the signed receipt carries is settled on
-(a node holding another is named faulty) as soon as m nodes agree.  Slices are streamed from m
+(a node holding another is named faulty) as soon as m nodes agree; the other answers are read
+in the background, not cancelled, so that no pooled connection is lost.  When the gateway
+already knows that FV (:class:`FVCache`: filled by the deposit and by earlier retrievals, keyed
+by the vector's own hash) the metadata round is skipped; each slice answer names the hash of
+its node's FV and a node naming another one is faulty.  Slices are streamed from m
 nodes at once (systematic slices first, see the planner); the leaf list of each is checked
 against its root in the FV, then each block against its leaf as it arrives.  A node that fails,
 lies or stays silent for ``slow_node_s`` is replaced by the next best node, resuming at the
@@ -19,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -50,6 +56,48 @@ log = logging.getLogger("evault.gateway")
 
 #: A slice stream whose blocks nobody takes for this long releases its connection.
 READER_IDLE_S = 60.0
+#: Fingerprint vectors kept by :class:`FVCache` (n roots of 32 bytes each: ~0.5 MB at n = 5).
+FV_CACHE_ENTRIES = 4096
+
+
+class FVCache:
+    """Settled fingerprint vectors by their tagged hash: a bounded LRU map, event loop only.
+
+    The key is computed from the value (:meth:`put` hashes the FV itself), and a vector is a
+    pure function of its hash, so an entry can never be stale: a later version of a document
+    has another FV and so another key.  The cache only saves the metadata round of a
+    retrieval; :meth:`get` re-checks the hash, and every block read is still verified against
+    the vector, so correctness never rests on the cache.
+    """
+
+    def __init__(self, max_entries: int = FV_CACHE_ENTRIES) -> None:
+        if not isinstance(max_entries, int) or max_entries < 0:
+            raise ValueError("max_entries: must be an integer >= 0")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[bytes, FingerprintVector] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, fv: FingerprintVector) -> None:
+        if not self.max_entries:
+            return
+        key = fv.fv_hash()
+        self._entries[key] = fv
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def get(self, fv_hash: bytes) -> FingerprintVector | None:
+        """The vector whose tagged hash is ``fv_hash``, or None."""
+        fv = self._entries.get(fv_hash)
+        if fv is None:
+            return None
+        if not hmac.compare_digest(fv.fv_hash(), fv_hash):  # never trust memory blindly
+            del self._entries[fv_hash]
+            return None
+        self._entries.move_to_end(fv_hash)
+        return fv
 
 
 class Retrieval:
@@ -128,7 +176,9 @@ class _SliceReader:
             if stream.slice_index != j:
                 raise BadNodeAnswer(self.node, "slice", f"serves slice {stream.slice_index}")
             if stream.fv_hash != self._fv_hash:
-                raise BadNodeAnswer(self.node, "slice", "serves a slice of another FV")
+                raise BadNodeAnswer(
+                    self.node, "slice", "serves a slice whose FV differs from the receipt's fv_hash"
+                )
             if stream.segment_count != count:
                 raise BadNodeAnswer(
                     self.node, "slice", f"has {stream.segment_count} segments, not {count}"
@@ -138,6 +188,10 @@ class _SliceReader:
             for i in range(self._from, count):
                 block = await stream.read_exactly(layout.block_bytes(i))
                 verifier.verify(i, block)
+                if i == count - 1:
+                    # Read the answer to its end before handing the last block over, so the
+                    # connection goes back to the pool now (and is never dropped by a close).
+                    await stream.finish()
                 if not await self._put((i, block)):
                     # The consumer went quiet (a very slow client, or a retrieval abandoned
                     # without aclose): free the pooled connection; it is reopened on demand.
@@ -235,20 +289,27 @@ class DocumentReader:
             return f"holds an unusable FV: {exc}"
 
     async def _settle_fv(self) -> None:
-        """Ask every node for its metadata until m hold the receipt's FV (or all answered)."""
+        """Ask every node for its metadata until m hold the receipt's FV (or all answered).
+
+        The requests still running then are not cancelled but left to finish in the
+        background (each within ``node_timeout_s``): a request cancelled mid-answer costs its
+        pooled connection, so the next retrieval would pay a new TLS handshake for it.
+        """
         n, m = self.statement.n, self.statement.m
+        timeout_s = self.s.node_timeout_s
 
         async def ask(client: NodeClient) -> tuple[int, ObjectMeta | BaseException]:
             try:
-                return client.index, await client.meta(self.oid)
-            except EvaultError as exc:
+                async with asyncio.timeout(timeout_s):
+                    return client.index, await client.meta(self.oid)
+            except (EvaultError, TimeoutError) as exc:
                 return client.index, exc
 
         tasks = [asyncio.ensure_future(ask(c)) for c in self.s.clients.values()]
         candidates: dict[int, FingerprintVector | None] = {}
         matching = 0
         try:
-            for next_done in asyncio.as_completed(tasks, timeout=self.s.node_timeout_s):
+            for next_done in asyncio.as_completed(tasks, timeout=timeout_s):
                 try:
                     node, answer = await next_done
                 except TimeoutError:
@@ -266,7 +327,8 @@ class DocumentReader:
                     break  # enough to read from; the others stay spares
         finally:
             for task in tasks:
-                task.cancel()
+                if not task.done():
+                    detach(task)  # answer read and dropped: its connection stays pooled
         try:
             settled = planner.plan_fv(candidates, t=self.s.t, expected_hash=self.fv_hash)
         except FingerprintError as exc:
@@ -391,7 +453,15 @@ class DocumentReader:
         if count == 0:
             self._check_digest()
             return
-        await self._settle_fv()
+        cached = self.s.fv_cache.get(self.fv_hash)
+        if cached is not None and cached.n == self.statement.n:
+            # The receipt's FV is known: no metadata round, straight to the m slice requests.
+            # Each slice answer names its FV's hash; a node naming another one is faulty.
+            self.fv = cached
+        else:
+            await self._settle_fv()
+            if self.fv is not None:
+                self.s.fv_cache.put(self.fv)
         plan = planner.plan_readers(
             n=self.statement.n,
             m=self.statement.m,

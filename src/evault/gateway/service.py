@@ -41,7 +41,13 @@ from evault.gateway.fanout import (
     detach,
     name_reasons,
 )
-from evault.gateway.rebuild import READER_IDLE_S, DocumentReader, Retrieval
+from evault.gateway.rebuild import (
+    FV_CACHE_ENTRIES,
+    READER_IDLE_S,
+    DocumentReader,
+    FVCache,
+    Retrieval,
+)
 from evault.protocol.node_api import Proposal, WireShare, object_id
 from evault.protocol.statement import Statement, format_time
 from evault.transport import tls
@@ -191,6 +197,7 @@ class VaultService:
         queue_chunks: int = 8,
         catalog_in_thread: bool = True,
         reader_idle_s: float = READER_IDLE_S,
+        fv_cache_entries: int = FV_CACHE_ENTRIES,
     ) -> VaultService:
         """A service from explicit parts.
 
@@ -203,6 +210,8 @@ class VaultService:
         ``MAX_PIECE_BYTES``).  ``catalog_in_thread``: run catalog calls in a worker thread.
         ``reader_idle_s``: how long a retrieval's slice stream may wait for its consumer before
         it gives its connection back (it is reopened where it stopped if the consumer returns).
+        ``fv_cache_entries``: fingerprint vectors remembered to skip the metadata round of a
+        retrieval (0 turns the cache off; see ``evault.gateway.rebuild.FVCache``).
         """
         self = cls.__new__(cls)
         self._setup(
@@ -218,6 +227,7 @@ class VaultService:
             queue_chunks=queue_chunks,
             catalog_in_thread=catalog_in_thread,
             reader_idle_s=reader_idle_s,
+            fv_cache_entries=fv_cache_entries,
         )
         return self
 
@@ -236,6 +246,7 @@ class VaultService:
         queue_chunks: int = 8,
         catalog_in_thread: bool = True,
         reader_idle_s: float = READER_IDLE_S,
+        fv_cache_entries: int = FV_CACHE_ENTRIES,
     ) -> None:
         clients = nodes.clients if isinstance(nodes, NodeSet) else dict(nodes)
         if sorted(clients) != list(range(1, cluster.n + 1)):
@@ -258,6 +269,8 @@ class VaultService:
         self.t = cluster.t
         self._catalog_in_thread = catalog_in_thread
         self.reader_idle_s = reader_idle_s
+        #: FVs of stored versions, filled by deposits and retrievals (saves the metadata round)
+        self.fv_cache = FVCache(fv_cache_entries)
 
     async def aclose(self) -> None:
         if self._node_set is not None:

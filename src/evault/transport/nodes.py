@@ -226,6 +226,20 @@ class SliceStream:
         del self._buffer[:size]
         return out
 
+    async def finish(self) -> None:
+        """Read the answer to its end, which must hold no byte more than was asked for.
+
+        A slice read to its last block is finished this way so that HTTP/1.1 sees the whole
+        answer and the pooled connection goes back to the pool: an answer closed before its
+        end costs the next request a new connection and TLS handshake.
+        """
+        extra = len(self._buffer)
+        with _mapped(self.node, "slice"):
+            async for chunk in self._chunks:
+                extra += len(chunk)
+        if extra:
+            raise BadNodeAnswer(self.node, "slice", f"{extra} bytes past the last block")
+
 
 class NodeClient:
     """Requests to one node, over the shared client of a :class:`NodeSet`."""
