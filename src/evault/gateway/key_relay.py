@@ -16,6 +16,7 @@ signed by the owner anyway.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -28,6 +29,8 @@ from evault.protocol.node_api import KeyDeposit, owner_id
 from evault.transport.nodes import NodeClient
 
 T = TypeVar("T")
+
+log = logging.getLogger("evault.gateway")
 
 #: Node error codes that mean "this node will not unwrap for this request" (as opposed to
 #: "this node could not be reached"); reported apart so the client can tell the two.
@@ -104,6 +107,7 @@ async def put_unwrap_key(
     for node, result in results.items():
         if isinstance(result, BaseException):
             failed[node] = describe_failure(result)
+            log.warning("unwrap key of %s: node %d did not store it: %s", owner, node, failed[node])
         else:
             stored[node] = result.created
             keys.add(result.key)
@@ -153,4 +157,9 @@ async def unwrap(
             out.failed[node] = f"unwrap: answered as node {result.node}"
         else:
             out.partials[node] = result.partial
+    # Who refused or failed, never what was asked: the request and answers are the client's.
+    for node, why in sorted(out.refused.items()):
+        log.info("unwrap for %s: node %d refused: %s", peeked.owner, node, why)
+    for node, why in sorted(out.failed.items()):
+        log.warning("unwrap for %s: node %d did not answer: %s", peeked.owner, node, why)
     return out
