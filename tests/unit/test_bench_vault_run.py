@@ -40,8 +40,12 @@ def test_quick_run_ends_with_the_json_summary(tmp_path: Path) -> None:
     assert "#### Retrievals, default (n=5, m=3, k=4)" in done.stdout
     doc = json.loads((out / "vault-bench.json").read_text())
     assert len(doc["points"]) == 8 * 2 * 2
-    # One persistent connection per simulated client, as the gateway saw them.
-    assert all(p["connections_seen_by_gateway"] == p["concurrency"] for p in doc["points"])
+    # One persistent connection per simulated client, as the gateway saw them: never more
+    # connections than clients, and all of them where every client finished several operations.
+    points = doc["points"]
+    assert all((p["connections_seen_by_gateway"] or 0) <= p["concurrency"] for p in points)
+    small = [p for p in points if p["op"] == "retrieve" and p["size_bytes"] <= 10 * 1024]
+    assert all(p["connections_seen_by_gateway"] == p["concurrency"] for p in small)
     for name in ("vault-retrievals-per-min.png", "vault-retrieval-ms.png"):
         assert (out / name).read_bytes().startswith(b"\x89PNG")
     # Nothing of the run's vault data is left behind (the dealt keys are kept as a cache).
