@@ -1105,16 +1105,27 @@ def _init_keys(
             f"the gateway announces {n} nodes but {seal_path} holds {len(seal_keys)} sealing keys"
         )
     k = threshold if threshold is not None else int(info.get("k", 0))
+    vault_id = str(info["vault_id"])
+    local = confidential.CertificateFile(client.paths.unwrap_keys_file)
+    # A new key must be the newest by its issue time, even if made within the same second as
+    # the last one (here or, as the nodes' certificates tell, on another machine).
+    known = [c.issued_at for c in local.load() if c.vault == vault_id and c.owner == owner]
+    known += [
+        c.issued_at
+        for c, _ in confidential.fetch_certificates(
+            session, vault=vault_id, owner=owner, identity_public_key=bytes(identity.verify_key)
+        )
+    ]
     setup = confidential.init_unwrap_key(
         session,
-        vault=str(info["vault_id"]),
+        vault=vault_id,
         owner=owner,
         threshold=k,
         seal_keys=seal_keys,
         identity=identity,
-        issued_at=int(time.time()),
+        issued_at=max([int(time.time()), *(t + 1 for t in known)]),
     )
-    confidential.CertificateFile(client.paths.unwrap_keys_file).add(setup.certificate)
+    local.add(setup.certificate)
     cert = setup.certificate
     click.echo(
         f"Unwrap key {cert.key_id.hex()[:16]}… dealt {cert.threshold} of {cert.nodes}: every "

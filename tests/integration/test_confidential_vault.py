@@ -405,6 +405,31 @@ def test_a_wrong_key_passphrase_cannot_unwrap(cli: Cli) -> None:
     assert (cli.tmp / "o" / "p.txt").read_bytes() == b"for my eyes only"
 
 
+def test_a_newer_key_leaves_older_documents_readable(cli: Cli) -> None:
+    old = cli.tmp / "old.txt"
+    old.write_bytes(b"wrapped under the first key")
+    cli.ok("deposit", str(old), "--encrypt")
+    cli.ok("keys", "init")
+    new = cli.tmp / "new.txt"
+    new.write_bytes(b"wrapped under the second key")
+    cli.ok("deposit", str(new), "--encrypt")
+    listed = json.loads(cli.ok("keys", "list", "--json").stdout)["keys"]
+    assert len(listed) == 2 and all(k["nodes_holding"] == 5 for k in listed)
+    raw = cli.tmp / "raw"
+    cli.ok("retrieve", "old.txt", "new.txt", "--no-decrypt", "-o", str(raw))
+    key_of = {
+        name: WrappedKey.from_bytes(
+            read_stream_header([(raw / name).read_bytes()])[0].key_material
+        ).key_id.hex()
+        for name in ("old.txt", "new.txt")
+    }
+    assert [key_of["new.txt"], key_of["old.txt"]] == [k["key"] for k in listed]  # newest first
+    dest = cli.tmp / "out"
+    cli.ok("retrieve", "old.txt", "new.txt", "-o", str(dest))
+    assert (dest / "old.txt").read_bytes() == old.read_bytes()
+    assert (dest / "new.txt").read_bytes() == new.read_bytes()
+
+
 # --- a malicious gateway -------------------------------------------------------------------
 
 

@@ -4,10 +4,10 @@ decrypting retrieval (DESIGN §7; paper §2.3.2 and §4.2; docs/security-model.m
 Identity key (no key material has to live at the client)
     The client's Ed25519 identity key signs its unwrap keys and every unwrap request.  It is
     *derived*, never stored: seed = Argon2id(key passphrase, salt = the first 16 bytes of a
-    tagged hash of ``[vault, user]``), 32 bytes, with the fixed parameters :data:`IDENTITY_KDF`.  The key
-    passphrase is **not** the log-in password: the gateway sees the log-in password at every
-    log-in (and the web UI sends it in a form), so a key derived from it would be the gateway's
-    too.  The key passphrase is never sent anywhere.
+    tagged hash of ``[vault, user]``), 32 bytes, with the fixed parameters
+    :data:`IDENTITY_KDF`.  The key passphrase is **not** the log-in password: the gateway
+    sees the log-in password at every log-in (and the web UI sends it in a form), so a key
+    derived from it would be the gateway's too.  The key passphrase is never sent anywhere.
 
 Unwrap key (``evault keys init``, :func:`init_unwrap_key`)
     Deal x k-of-n (Feldman), seal share i to node i's X25519 key from the client bundle (not
@@ -274,11 +274,12 @@ class CertificateFile:
     def find(self, vault: str, owner: str, key_id: Element | None = None) -> KeyCertificate | None:
         """The newest certificate of (vault, owner), or the one of ``key_id``."""
         matching = [
-            c
-            for c in self.load()
+            (c.issued_at, position, c)
+            for position, c in enumerate(self.load())
             if c.vault == vault and c.owner == owner and (key_id is None or c.key_id == key_id)
         ]
-        return max(matching, key=lambda c: c.issued_at) if matching else None
+        # Newest by issue time; of two issued in the same second, the one added last.
+        return max(matching, key=lambda m: m[:2])[2] if matching else None
 
 
 # --- keys init ------------------------------------------------------------------------------------
