@@ -992,14 +992,19 @@ class KeySetupIncomplete(CryptoError):
 
     code = "key_setup_incomplete"
 
-    def __init__(self, stored: int, nodes: int, failed: Mapping[int, str]) -> None:
+    def __init__(
+        self,
+        stored: int,
+        nodes: int,
+        failed: Mapping[int, str],
+        hint: str = "run `evault keys init` again when they are back",
+    ) -> None:
         self.stored = stored
         self.nodes = nodes
         self.failed = dict(failed)
         reasons = "; ".join(f"node {i}: {why}" for i, why in sorted(self.failed.items()))
         super().__init__(
-            f"only {stored} of {nodes} nodes stored their unwrap-key share ({reasons}); "
-            f"run `evault keys init` again when they are back",
+            f"only {stored} of {nodes} nodes stored their unwrap-key share ({reasons}); {hint}",
             stored=stored,
             nodes=nodes,
             failed={str(k): v for k, v in self.failed.items()},

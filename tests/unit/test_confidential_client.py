@@ -281,6 +281,7 @@ def test_keys_init_fails_unless_every_node_stored(session: FakeSession, cluster:
     with pytest.raises(KeySetupIncomplete) as info:
         _init(session, cluster, nacl.signing.SigningKey.generate())
     assert all("another identity" in why for why in info.value.failed.values())
+    assert "use the key passphrase you used the first time" in str(info.value)
 
 
 # --- the unwrap -----------------------------------------------------------------------------------

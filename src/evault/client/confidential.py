@@ -341,6 +341,14 @@ def init_unwrap_key(
         if node not in created and node not in problems:
             problems[node] = "not reported by the gateway"
     if problems:
+        if any("key_conflict" in why or "another identity" in why for why in problems.values()):
+            raise KeySetupIncomplete(
+                len(created),
+                nodes,
+                problems,
+                "some nodes hold your keys under another identity key: use the key passphrase "
+                "you used the first time",
+            )
         raise KeySetupIncomplete(len(created), nodes, problems)
     if answer.get("key") != certificate.key_id.hex():
         raise BadGatewayAnswer("the gateway", "the nodes report another key than the one dealt")
