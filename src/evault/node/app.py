@@ -193,6 +193,12 @@ async def _json_body(request: Request, idle_timeout_s: float) -> Any:
         raise BadRequest(f"the body is not JSON: {exc}") from None
 
 
+@functools.lru_cache(maxsize=1024)
+def _statement_fv_hash(statement: bytes) -> str:
+    """The ``fv_hash`` of stored statement bytes (parsed once per object, not per request)."""
+    return Statement.from_bytes(statement).fv_hash
+
+
 # --- the app -------------------------------------------------------------------------------
 
 
@@ -264,14 +270,17 @@ def create_app(
         reader = await service.open_slice(request.path_params["object_id"], from_segment or 0)
         record = reader.record
         start = record.segment_offset(from_segment or 0)
-        statement = Statement.from_bytes(record.statement)
         headers = {
             HEADER_SLICE_INDEX: str(record.slice_index),
             HEADER_LEAVES_BYTES: str(len(record.leaves)),
-            HEADER_FV_HASH: statement.fv_hash,
+            HEADER_FV_HASH: _statement_fv_hash(record.statement),
             HEADER_SEGMENT_COUNT: str(record.segment_count),
             "Content-Length": str(len(record.leaves) + record.slice_bytes - start),
         }
+        body = service.small_slice_body(reader, from_segment or 0)
+        if body is not None:
+            # One send, no streaming machinery (a task group per answer) for a small slice.
+            return Response(body, media_type="application/octet-stream", headers=headers)
         return StreamingResponse(
             service.slice_body(reader, from_segment or 0),
             media_type="application/octet-stream",

@@ -18,6 +18,10 @@ Commit order — a crash at any point leaves either no trace of the object or al
 4. fsync the fan-out directory, so the rename is durable; 5. insert the index row and commit
    (WAL + synchronous=FULL: durable when ``COMMIT`` returns).
 
+Reads (``get``, ``open_slice``, listings) go through a second, query-only connection with its
+own lock: in WAL mode they never wait for a writer, so a point read costs tens of microseconds
+whatever deposits are committing, and the node may run it on its event loop.
+
 An object exists only once its row is committed.  ``fsck`` (run at every open) removes temp
 files (crash before 3) and slice files with no row (crash between 3 and 5), and marks *damaged*
 every row whose file is missing or has the wrong length.  Deletion runs the other way round: the
@@ -293,6 +297,8 @@ class DiskSliceStore:
         self._db = self._open_index()
         self._check_meta(vault, slice_index)
         self.last_fsck = self.fsck()
+        self._read_lock = threading.Lock()
+        self._read_db = self._open_reader()
 
     # --- index -----------------------------------------------------------------------------
 
@@ -305,6 +311,16 @@ class DiskSliceStore:
                 raise StorageError(f"index {path}: SQLite refused WAL mode (got {mode!r})")
             db.execute("PRAGMA synchronous=FULL" if self.durable else "PRAGMA synchronous=OFF")
             db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the index {path}: {exc}") from exc
+        return db
+
+    def _open_reader(self) -> sqlite3.Connection:
+        """The connection of point reads and listings (see the module docstring)."""
+        path = self.data_dir / INDEX_NAME
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the index {path}: {exc}") from exc
         return db
@@ -343,11 +359,21 @@ class DiskSliceStore:
                 raise StorageError(f"index write failed: {exc}") from exc
 
     def _row(self, object_id: str) -> tuple[Any, ...] | None:
+        """The row as the writer sees it (inside its transactions and checks)."""
         with self._lock:
             row: tuple[Any, ...] | None = self._db.execute(
                 f"SELECT {_COLUMNS} FROM objects WHERE object_id = ?", (object_id,)
             ).fetchone()
         return row
+
+    def _read(self, sql: str, params: tuple[Any, ...], *, one: bool) -> Any:
+        """A query on the read connection: the last committed state, never waiting on a write."""
+        with self._read_lock:
+            try:
+                cursor = self._read_db.execute(sql, params)
+                return cursor.fetchone() if one else cursor.fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"index read failed: {exc}") from exc
 
     # --- paths -----------------------------------------------------------------------------
 
@@ -450,7 +476,9 @@ class DiskSliceStore:
     def get(self, object_id: str) -> ObjectRecord:
         """The record of a committed object; ObjectMissing / ObjectDamaged otherwise."""
         self._check_id(object_id)
-        row = self._row(object_id)
+        row = self._read(
+            f"SELECT {_COLUMNS} FROM objects WHERE object_id = ?", (object_id,), one=True
+        )
         if row is None:
             raise ObjectMissing(object_id)
         record = _row_to_record(row)
@@ -460,8 +488,8 @@ class DiskSliceStore:
 
     def has_committed(self, object_id: str) -> bool:
         self._check_id(object_id)
-        row = self._row(object_id)
-        return row is not None and row[11] == "committed"
+        row = self._read("SELECT state FROM objects WHERE object_id = ?", (object_id,), one=True)
+        return row is not None and row[0] == "committed"
 
     def open_slice(self, object_id: str, from_segment: int = 0) -> DiskSliceReader:
         record = self.get(object_id)
@@ -486,20 +514,17 @@ class DiskSliceStore:
             raise ValueError("limit: must be >= 1")
         if after is not None:
             self._check_id(after)
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT object_id, statement FROM objects WHERE state = 'committed' "
-                "AND object_id > ? ORDER BY object_id LIMIT ?",
-                (after or "", limit + 1),
-            ).fetchall()
+        rows = self._read(
+            "SELECT object_id, statement FROM objects WHERE state = 'committed' "
+            "AND object_id > ? ORDER BY object_id LIMIT ?",
+            (after or "", limit + 1),
+            one=False,
+        )
         page = tuple((oid, bytes(st)) for oid, st in rows[:limit])
         return ListPage(objects=page, next_after=page[-1][0] if len(rows) > limit else None)
 
     def count(self) -> int:
-        with self._lock:
-            (n,) = self._db.execute(
-                "SELECT count(*) FROM objects WHERE state = 'committed'"
-            ).fetchone()
+        (n,) = self._read("SELECT count(*) FROM objects WHERE state = 'committed'", (), one=True)
         return int(n)
 
     def free_bytes(self) -> int:
@@ -598,6 +623,8 @@ class DiskSliceStore:
             for writer in list(self._active.values()):
                 writer.abort()
             self._db.close()
+        with self._read_lock:
+            self._read_db.close()
 
     def __enter__(self) -> Self:
         return self
