@@ -19,17 +19,13 @@ The store is safe to share between the threads of one process (one connection be
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
+from evault.client._sqlite import LockedSqlite, in_chunks
 from evault.client.receipts import Receipt
-from evault.errors import ConfigError
 
 SCHEMA_VERSION: Final = 1
 Source = Literal["deposit", "vault", "page"]
@@ -73,40 +69,18 @@ class ReceiptStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise ConfigError(
-                    f"receipt store {path} has schema version {version}; this evault reads "
-                    f"version {SCHEMA_VERSION}"
-                )
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open the receipt store {path}: {exc}") from None
+        self._sql = LockedSqlite(
+            path, what="receipt store", schema=_SCHEMA, schema_version=SCHEMA_VERSION
+        )
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._sql.close()
 
     def __enter__(self) -> ReceiptStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @contextmanager
-    def _cursor(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                yield self._db
-            except sqlite3.Error as exc:
-                raise ConfigError(f"receipt store {self.path}: {exc}") from None
 
     def put(self, receipt: Receipt, source: Source, *, now: datetime | None = None) -> bool:
         """Keep a verified receipt; False if the very same receipt was already there.
@@ -117,7 +91,7 @@ class ReceiptStore:
         """
         s = receipt.statement
         stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        with self._cursor() as db:
+        with self._sql.cursor() as db:
             row = db.execute(
                 "SELECT statement, signature FROM receipts "
                 "WHERE vault=? AND owner=? AND name=? AND version=?",
@@ -146,7 +120,7 @@ class ReceiptStore:
             return True
 
     def _rows(self, where: str, args: tuple[object, ...]) -> list[StoredReceipt]:
-        with self._cursor() as db:
+        with self._sql.cursor() as db:
             rows = db.execute(
                 "SELECT statement, signature, source, stored_at FROM receipts "
                 f"WHERE {where} ORDER BY name, version, stored_at",
@@ -185,10 +159,8 @@ class ReceiptStore:
         if not names:
             return set()
         out: set[tuple[str, int]] = set()
-        with self._cursor() as db:
-            for i in range(0, len(names), 500):
-                chunk = names[i : i + 500]
-                marks = ",".join("?" * len(chunk))
+        with self._sql.cursor() as db:
+            for chunk, marks in in_chunks(names):
                 rows = db.execute(
                     f"SELECT name, version FROM receipts WHERE owner=? AND name IN ({marks})",
                     (owner, *chunk),
