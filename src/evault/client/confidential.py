@@ -52,30 +52,30 @@ import binascii
 import hashlib
 import json
 import os
-import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import httpx
 import nacl.signing
 from argon2.low_level import Type as Argon2Type
 from argon2.low_level import hash_secret_raw
 
-from evault.client.gateway import HEADER_VERSION, GatewaySession
-from evault.client.receipts import Expected, Receipt, verify_receipt
+from evault.client.gateway import GatewaySession
 from evault.client.transfer import (
     CHUNK_BYTES,
+    ContentCheck,
     Deposited,
     DepositItem,
     Progress,
     Retrieved,
     RetrieveItem,
     VaultClient,
-    fsync_directory,
+    deposit_receipt,
+    document_chunks,
     trusted_receipt,
+    write_atomically,
 )
 from evault.crypto.feldman import deal_unwrap_key, seal_dealing
 from evault.crypto.group import Element, RandomBytes
@@ -113,7 +113,6 @@ from evault.errors import (
     NotEnoughPartialUnwraps,
     NoUnwrapKey,
     ReceiptRejected,
-    TransportError,
 )
 from evault.protocol.node_api import KeyCertificate
 
@@ -486,37 +485,11 @@ def deposit_encrypted(
             total,
             seen.get("size", 0),
         )
-    receipt_obj = answer.get("receipt")
-    if not isinstance(receipt_obj, dict):
-        raise BadGatewayAnswer(gateway, "the deposit answer has no receipt object")
-    try:
-        receipt = Receipt.from_base64(receipt_obj.get("statement"), receipt_obj.get("signature"))
-    except FormatError as exc:
-        raise ReceiptRejected(f"{item.name!r}", f"it is malformed: {exc}") from None
-    version = answer.get("version")
-    verify_receipt(
-        client.key,
-        receipt,
-        Expected(
-            owner=client.owner,
-            name=item.name,
-            version=version if isinstance(version, int) else None,
-            size=total,
-            sha256=seen["sha256"],
-        ),
-        what=f"{item.name!r}",
-    )
+    receipt = deposit_receipt(client, item.name, answer, gateway, size=total, sha256=seen["sha256"])
     if not receipt.statement.encrypted:
         raise ReceiptRejected(f"{item.name!r}", "the statement does not say it is encrypted")
     client.receipts.put(receipt, "deposit")
-    faulty, failed = answer.get("faulty_nodes"), answer.get("failed_nodes")
-    return Deposited(
-        item,
-        receipt,
-        gateway,
-        {str(k): str(v) for k, v in faulty.items()} if isinstance(faulty, dict) else {},
-        {str(k): str(v) for k, v in failed.items()} if isinstance(failed, dict) else {},
-    )
+    return Deposited.from_answer(item, receipt, gateway, answer)
 
 
 # --- the blinded unwrap -------------------------------------------------------------------------
@@ -599,36 +572,6 @@ def unwrap_file_key(
 # --- decrypting retrieval -----------------------------------------------------------------------
 
 
-def _write_decrypted(
-    dest: Path,
-    chunks: Iterable[bytes],
-    *,
-    finish: Callable[[], None],
-) -> None:
-    """Write plaintext chunks to a temp file next to ``dest``; rename only if ``finish``
-    (the last checks) passes after the last chunk.  On any error nothing is left behind."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    done = False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            finish()
-            f.flush()
-            os.fsync(f.fileno())
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, dest)
-        done = True
-    finally:
-        if not done:
-            tmp.unlink(missing_ok=True)
-    fsync_directory(dest.parent)
-
-
 @dataclass(frozen=True)
 class Decrypted:
     retrieved: Retrieved
@@ -655,27 +598,16 @@ def retrieve_decrypted(
     progress.file_started(item.name, s.size)
     what = f"the retrieved document {s.name!r} version {s.version}"
     with client.session.document(s.name, s.version) as answer:
-        served = answer.response.headers.get(HEADER_VERSION)
-        if served is not None and served.strip() != str(s.version):
-            raise BadGatewayAnswer(
-                answer.url, f"asked for version {s.version} of {s.name!r}, got version {served}"
-            )
-        h = hashlib.sha256()
-        counted = {"bytes": 0, "plain": 0}
+        received = document_chunks(answer, s.name, s.version)
+        # The receipt signs the ciphertext: it is checked as it arrives, the plaintext written.
+        check = ContentCheck(what, s.size, s.sha256)
+        plain_bytes = 0
 
         def ciphertext() -> Iterator[bytes]:
-            try:
-                for chunk in answer.response.iter_bytes(CHUNK_BYTES):
-                    counted["bytes"] += len(chunk)
-                    if counted["bytes"] > s.size:
-                        raise ContentMismatch(what, s.sha256, None, s.size, counted["bytes"])
-                    h.update(chunk)
-                    progress.advance(len(chunk))
-                    yield chunk
-            except httpx.HTTPError as exc:
-                raise TransportError(
-                    f"the transfer of {s.name!r} from {answer.url} broke off ({exc or type(exc)})"
-                ) from None
+            for chunk in received:
+                check.update(chunk)
+                progress.advance(len(chunk))
+                yield chunk
 
         header, body = read_stream_header(ciphertext())
         try:
@@ -696,19 +628,15 @@ def retrieve_decrypted(
         )
 
         def plaintext() -> Iterator[bytes]:
+            nonlocal plain_bytes
             for piece in decrypt_stream_body(header, body, unwrapped.key.file_key):
-                counted["plain"] += len(piece)
+                plain_bytes += len(piece)
                 yield piece
 
-        def finish() -> None:
-            actual = h.hexdigest()
-            if counted["bytes"] != s.size or actual != s.sha256:
-                raise ContentMismatch(what, s.sha256, actual, s.size, counted["bytes"])
-
-        _write_decrypted(item.dest, plaintext(), finish=finish)
+        write_atomically(item.dest, plaintext(), finish=check.verify)
         return Decrypted(
             Retrieved(item, receipt, source, answer.url),
-            counted["plain"],
+            plain_bytes,
             unwrapped.key.used,
             {**unwrapped.failed, **unwrapped.refused, **dict(unwrapped.bad)},
         )

@@ -33,7 +33,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 import httpx
 
-from evault.client.gateway import HEADER_VERSION, GatewaySession
+from evault.client.gateway import HEADER_VERSION, Answer, GatewaySession
 from evault.client.profile import check_relative_path
 from evault.client.receipt_store import ReceiptStore
 from evault.client.receipts import Expected, Receipt, VaultKey, verify_receipt
@@ -121,6 +121,62 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+class ContentCheck:
+    """Counts and hashes bytes as they arrive, against the size and SHA-256 a receipt signs.
+
+    ``update`` raises ContentMismatch as soon as there are more bytes than ``expected_size``
+    (so a transfer stops at once); ``verify`` raises it unless the total is exactly the
+    signed size and hash.
+    """
+
+    def __init__(self, what: str, expected_size: int, expected_sha256: str) -> None:
+        self.what = what
+        self.expected_size = expected_size
+        self.expected_sha256 = expected_sha256
+        self.count = 0
+        self._hash = hashlib.sha256()
+
+    def update(self, chunk: bytes) -> None:
+        self.count += len(chunk)
+        if self.count > self.expected_size:
+            raise ContentMismatch(
+                self.what, self.expected_sha256, None, self.expected_size, self.count
+            )
+        self._hash.update(chunk)
+
+    def verify(self) -> None:
+        actual = self._hash.hexdigest()
+        if self.count != self.expected_size or actual != self.expected_sha256:
+            raise ContentMismatch(
+                self.what, self.expected_sha256, actual, self.expected_size, self.count
+            )
+
+
+def write_atomically(dest: Path, chunks: Iterable[bytes], *, finish: Callable[[], None]) -> None:
+    """Write ``chunks`` to a temporary file next to ``dest`` (same file system, so the rename
+    is atomic); rename it over ``dest`` only if ``finish`` (the last checks) passes after the
+    last chunk, then fsync the directory.  On any error the temporary file is removed."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    done = False
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            finish()
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file 0600; a retrieved document gets the usual permissions.
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, dest)
+        done = True
+    finally:
+        if not done:
+            tmp.unlink(missing_ok=True)
+    fsync_directory(dest.parent)
+
+
 def write_verified(
     dest: Path,
     chunks: Iterable[bytes],
@@ -137,35 +193,17 @@ def write_verified(
     On a match: fsync, rename over ``dest``, fsync the directory.  On anything else the
     temporary file is removed and ContentMismatch (or the transfer's own error) is raised.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    done = False
-    try:
-        h = hashlib.sha256()
-        written = 0
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                written += len(chunk)
-                if written > expected_size:
-                    raise ContentMismatch(what, expected_sha256, None, expected_size, written)
-                h.update(chunk)
-                f.write(chunk)
-                if progress is not None:
-                    progress.advance(len(chunk))
-            actual = h.hexdigest()
-            if written != expected_size or actual != expected_sha256:
-                raise ContentMismatch(what, expected_sha256, actual, expected_size, written)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file 0600; a retrieved document gets the usual permissions.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, dest)
-        done = True
-    finally:
-        if not done:
-            tmp.unlink(missing_ok=True)
-    fsync_directory(dest.parent)
+    check = ContentCheck(what, expected_size, expected_sha256)
+
+    def checked() -> Iterator[bytes]:
+        for chunk in chunks:
+            check.update(chunk)
+            yield chunk
+            # Counted once the chunk is written (the writer resumes this generator).
+            if progress is not None:
+                progress.advance(len(chunk))
+
+    write_atomically(dest, checked(), finish=check.verify)
 
 
 def local_path_for(base: Path, name: str) -> Path:
@@ -198,6 +236,19 @@ class Deposited:
     gateway: str
     faulty_nodes: dict[str, str] = field(default_factory=dict)
     failed_nodes: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_answer(
+        cls, item: DepositItem, receipt: Receipt, gateway: str, answer: dict[str, Any]
+    ) -> Deposited:
+        """With the faulty and failed nodes the deposit answer names (none if malformed)."""
+        return cls(
+            item,
+            receipt,
+            gateway,
+            _str_map(answer.get("faulty_nodes")),
+            _str_map(answer.get("failed_nodes")),
+        )
 
     def to_json_obj(self) -> dict[str, Any]:
         s = self.receipt.statement
@@ -250,36 +301,45 @@ def deposit_file(client: VaultClient, item: DepositItem, progress: Progress) -> 
                 seen["size"],
             ) from None
         raise
+    receipt = deposit_receipt(client, item.name, answer, gateway, size=size, sha256=sha)
+    if not isinstance(answer.get("version"), int):
+        raise BadGatewayAnswer(gateway, "the deposit answer has no version number")
+    client.receipts.put(receipt, "deposit")
+    return Deposited.from_answer(item, receipt, gateway, answer)
+
+
+def deposit_receipt(
+    client: VaultClient,
+    name: str,
+    answer: dict[str, Any],
+    gateway: str,
+    *,
+    size: int,
+    sha256: str,
+) -> Receipt:
+    """The receipt in a deposit answer, verified: signature, owner, name, the version the
+    answer names (if it names one), and the ``size`` and ``sha256`` that were sent."""
     receipt_obj = answer.get("receipt")
     if not isinstance(receipt_obj, dict):
         raise BadGatewayAnswer(gateway, "the deposit answer has no receipt object")
     try:
         receipt = Receipt.from_base64(receipt_obj.get("statement"), receipt_obj.get("signature"))
     except FormatError as exc:
-        raise ReceiptRejected(f"{item.name!r}", f"it is malformed: {exc}") from None
+        raise ReceiptRejected(f"{name!r}", f"it is malformed: {exc}") from None
     version = answer.get("version")
     verify_receipt(
         client.key,
         receipt,
         Expected(
             owner=client.owner,
-            name=item.name,
+            name=name,
             version=version if isinstance(version, int) else None,
             size=size,
-            sha256=sha,
+            sha256=sha256,
         ),
-        what=f"{item.name!r}",
+        what=f"{name!r}",
     )
-    if not isinstance(version, int):
-        raise BadGatewayAnswer(gateway, "the deposit answer has no version number")
-    client.receipts.put(receipt, "deposit")
-    return Deposited(
-        item,
-        receipt,
-        gateway,
-        _str_map(answer.get("faulty_nodes")),
-        _str_map(answer.get("failed_nodes")),
-    )
+    return receipt
 
 
 def _str_map(value: object) -> dict[str, str]:
@@ -354,6 +414,29 @@ class Retrieved:
         }
 
 
+def document_chunks(answer: Answer, name: str, version: int) -> Iterator[bytes]:
+    """The body of ``session.document(name, version)`` in CHUNK_BYTES pieces.
+
+    Checks at once that the gateway says it served that version; a transfer that breaks off
+    while the pieces are read is a TransportError.
+    """
+    served = answer.response.headers.get(HEADER_VERSION)
+    if served is not None and served.strip() != str(version):
+        raise BadGatewayAnswer(
+            answer.url, f"asked for version {version} of {name!r}, got version {served}"
+        )
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield from answer.response.iter_bytes(CHUNK_BYTES)
+        except httpx.HTTPError as exc:
+            raise TransportError(
+                f"the transfer of {name!r} from {answer.url} broke off ({exc or type(exc)})"
+            ) from None
+
+    return chunks()
+
+
 def retrieve_document(client: VaultClient, item: RetrieveItem, progress: Progress) -> Retrieved:
     """Retrieve one version into ``item.dest``, verified and atomically (module docstring)."""
     receipt, source = trusted_receipt(client, item.name, item.version)
@@ -361,23 +444,9 @@ def retrieve_document(client: VaultClient, item: RetrieveItem, progress: Progres
     progress.file_started(item.name, s.size)
     what = f"the retrieved document {s.name!r} version {s.version}"
     with client.session.document(s.name, s.version) as answer:
-        served = answer.response.headers.get(HEADER_VERSION)
-        if served is not None and served.strip() != str(s.version):
-            raise BadGatewayAnswer(
-                answer.url, f"asked for version {s.version} of {s.name!r}, got version {served}"
-            )
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                yield from answer.response.iter_bytes(CHUNK_BYTES)
-            except httpx.HTTPError as exc:
-                raise TransportError(
-                    f"the transfer of {s.name!r} from {answer.url} broke off ({exc or type(exc)})"
-                ) from None
-
         write_verified(
             item.dest,
-            chunks(),
+            document_chunks(answer, s.name, s.version),
             expected_size=s.size,
             expected_sha256=s.sha256,
             what=what,
