@@ -797,7 +797,8 @@ def markdown_report(
         f"{meta.get('date', '')} · {meta.get('key_bits')}-bit vault key · "
         f"{meta.get('duration_s')} s per point · {meta.get('cores')} cores · "
         f"{meta.get('client_procs')} load-generator process(es) · "
-        f"{'quick' if meta.get('quick') else 'full'} run in {meta.get('run_s', '?')} s",
+        f"{'quick' if meta.get('quick') else 'full'} run in {meta.get('run_s', '?')} s · "
+        f"commit {meta.get('commit') or '?'}",
         "",
         "Rates are sustained operations per minute with C clients, each on one persistent "
         "HTTPS connection; times are one client's (Figure 4), client-side, and as logged by "
@@ -917,6 +918,32 @@ def _machine_busy_s() -> float:
         + getattr(t, "irq", 0.0)
         + getattr(t, "softirq", 0.0)
     )
+
+
+def _source_commit() -> str | None:
+    """The git commit of the evault sources measured (``+dirty`` when they are modified), or
+    None outside a checkout: figures are only comparable with the code they measured."""
+    source = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+            cwd=source.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _find_py_spy() -> str | None:
@@ -1353,6 +1380,7 @@ def run(
         "settings": {s.label: {"n": s.n, "m": s.m, "k": s.k} for s in plan.settings},
         "py_spy": bool(py_spy),
         "run_s": round(time.monotonic() - started, 1),
+        "commit": _source_commit(),
     }
     plot_paths = write_plots(results, out_dir)
     doc = {
