@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from evault.errors import BadNodeAnswer
+from evault.errors import BadNodeAnswer, InvalidSignature
 from evault.gateway.rebuild import FVCache
+from evault.gateway.receipts import VerifiedReceipts
 from evault.gateway.service import VaultService
 from evault.ida.fingerprint import FingerprintVector
 from evault.protocol.node_api import HEADER_FV_HASH
@@ -28,6 +29,7 @@ from tests.unit.test_gateway_service import (
     SEGMENT,
     VAULT,
     FakeCluster,
+    FakeCombiner,
     Harness,
     chunks,
     cluster,
@@ -289,3 +291,62 @@ def test_finish_refuses_bytes_past_the_last_block() -> None:
 
     with pytest.raises(BadNodeAnswer, match="5 bytes past the last block"):
         asyncio.run(go())
+
+
+# --- receipts already verified --------------------------------------------------------------------
+
+
+class CountingCombiner(FakeCombiner):
+    def __init__(self, k: int) -> None:
+        super().__init__(k)
+        self.verified = 0
+
+    def verify(self, statement: bytes, signature: bytes) -> None:
+        self.verified += 1
+        super().verify(statement, signature)
+
+
+def test_verified_receipts_remember_exact_bytes() -> None:
+    seen = VerifiedReceipts(2)
+    seen.add(b"statement", b"signature")
+    assert seen.seen(b"statement", b"signature")
+    assert not seen.seen(b"statement", b"signaturf")
+    assert not seen.seen(b"statementsig", b"nature")  # the length prefix keeps them apart
+    seen.add(b"a", b"1")
+    seen.add(b"b", b"2")
+    assert len(seen) == 2 and not seen.seen(b"statement", b"signature")
+    off = VerifiedReceipts(0)
+    off.add(b"a", b"1")
+    assert not off.seen(b"a", b"1")
+
+
+def test_a_receipt_verified_at_deposit_is_not_verified_again() -> None:
+    combiner = CountingCombiner(4)
+    h = Harness(cluster(), combiner=combiner)
+    data = document(2 * SEGMENT)
+
+    async def go(service: VaultService) -> list[bytes]:
+        await service.deposit("alice", "doc.bin", chunks(data))
+        out = []
+        for _ in range(3):
+            retrieval = await service.retrieve("alice", "doc.bin")
+            out.append(b"".join([chunk async for chunk in retrieval]))
+        return out
+
+    assert h.run(go) == [data] * 3
+    assert combiner.verified == 1  # the deposit's own check, none for the retrievals
+
+
+def test_a_tampered_catalog_receipt_is_still_refused() -> None:
+    h = Harness(cluster())
+    data = document(SEGMENT)
+
+    async def go(service: VaultService) -> None:
+        await service.deposit("alice", "doc.bin", chunks(data))
+        retrieval = await service.retrieve("alice", "doc.bin")
+        await retrieval.aclose()
+        h.catalog.versions[("alice", "doc.bin", 1)]["signature"] = b"forged"
+        await service.retrieve("alice", "doc.bin")
+
+    with pytest.raises(InvalidSignature):
+        h.run(go)

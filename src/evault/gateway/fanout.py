@@ -201,6 +201,7 @@ class DepositAttempt:
                 f"the combined signature does not verify: {exc}",
                 planner.merge_reasons(faulty, failed),
             ) from exc
+        s.verified_receipts.add(statement_bytes, signature)
 
         record = await s.catalog_call(
             s.catalog.complete_deposit,

@@ -56,6 +56,8 @@ log = logging.getLogger("evault.gateway")
 
 #: A slice stream whose blocks nobody takes for this long releases its connection.
 READER_IDLE_S = 60.0
+#: Segments up to this size are decoded and hashed on the event loop, bigger ones in a thread.
+INLINE_DECODE_BYTES = 64 * 1024
 #: Fingerprint vectors kept by :class:`FVCache` (n roots of 32 bytes each: ~0.5 MB at n = 5).
 FV_CACHE_ENTRIES = 4096
 
@@ -435,6 +437,8 @@ class DocumentReader:
             hasher.update(data)
             return data
 
+        if layout.segment_len(i) <= INLINE_DECODE_BYTES:
+            return decode()  # cheaper than the hand-off to a worker thread
         return await asyncio.to_thread(decode)
 
     def _check_digest(self) -> None:

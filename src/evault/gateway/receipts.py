@@ -4,12 +4,18 @@ The service hands over the shares nodes sent (``WireShare``, integers from JSON)
 an ordinary RSASSA-PSS signature plus the signers whose shares were rejected.  Combination is
 optimistic (share proofs are only checked when the first k shares fail to combine), so an honest
 deposit costs one combination and one verification.
+
+:class:`VerifiedReceipts` remembers which receipts this process has already verified, so that a
+retrieval re-verifies the catalog's receipt only when its bytes are new to the gateway.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Final
 
 from evault.crypto import keyfiles, threshold_rsa
 from evault.crypto.threshold_rsa import SignatureShare, ThresholdPublicKey
@@ -53,3 +59,52 @@ class ThresholdCombiner:
     def verify(self, statement: bytes, signature: bytes) -> None:
         """Raise ``InvalidSignature`` unless ``signature`` is the vault's over ``statement``."""
         threshold_rsa.verify_signature(self._key, statement, signature)
+
+
+#: Receipts remembered by :class:`VerifiedReceipts` (32 bytes each, plus the map's overhead).
+VERIFIED_RECEIPTS: Final = 65536
+
+
+class VerifiedReceipts:
+    """The receipts (statement bytes, signature) this process verified: a bounded LRU set.
+
+    An entry is the SHA-256 of the length-prefixed statement and the signature, so a receipt
+    whose bytes changed by one bit (a tampered catalog row) is a different entry and is
+    verified afresh.  The set lives in the gateway's memory, which the gateway trusts as much
+    as its own code; it saves a 3072-bit RSA verification (a quarter of a millisecond) per
+    retrieval of a known version.  Event loop only (not thread-safe).
+    """
+
+    def __init__(self, max_entries: int = VERIFIED_RECEIPTS) -> None:
+        if not isinstance(max_entries, int) or max_entries < 0:
+            raise ValueError("max_entries: must be an integer >= 0")
+        self.max_entries = max_entries
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    @staticmethod
+    def _key(statement: bytes, signature: bytes) -> bytes:
+        h = hashlib.sha256(len(statement).to_bytes(8, "big"))
+        h.update(statement)
+        h.update(signature)
+        return h.digest()
+
+    def add(self, statement: bytes, signature: bytes) -> None:
+        """Record a receipt that was just verified."""
+        if not self.max_entries:
+            return
+        key = self._key(statement, signature)
+        self._seen[key] = None
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.max_entries:
+            self._seen.popitem(last=False)
+
+    def seen(self, statement: bytes, signature: bytes) -> bool:
+        """True if exactly these bytes were verified before."""
+        key = self._key(statement, signature)
+        if key not in self._seen:
+            return False
+        self._seen.move_to_end(key)
+        return True
