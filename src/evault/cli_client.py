@@ -162,6 +162,31 @@ def _jobs_option(func: F) -> F:
     )(func)
 
 
+def _output_file_option(help_text: str) -> Callable[[F], F]:
+    """``-o/--output FILE`` of the commands that write one file."""
+
+    def decorate(func: F) -> F:
+        return click.option(
+            "-o",
+            "--output",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help=help_text,
+        )(func)
+
+    return decorate
+
+
+def _read_page(page: Path) -> str:
+    """A saved web UI page as text; bytes that are not UTF-8 become U+FFFD, not an error."""
+    return page.read_text(encoding="utf-8", errors="replace")
+
+
+def _vault_id(session: GatewaySession) -> str:
+    """The vault's identifier, as the gateway announces it (it scopes keys and certificates)."""
+    return str(session.vault_info()["vault_id"])
+
+
 def _print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
 
@@ -348,6 +373,41 @@ def _report_failures(operation: str, failures: Sequence[str], total: int) -> Non
     raise BatchFailed(operation, len(failures), total, failures[0])
 
 
+def _finish_batch(
+    operation: str,
+    outcomes: Sequence[Outcome[Any, Any]],
+    *,
+    as_json: bool,
+    done_key: str,
+    failed_json: Callable[[Outcome[Any, Any]], dict[str, Any]],
+    show: Callable[[list[Any]], None],
+) -> None:
+    """Print a batch's results (JSON: ``done_key`` and ``failed``, each failure described by
+    ``failed_json`` plus its error; else ``show``), then fail if any item failed."""
+    done = [o.result for o in outcomes if o.result is not None]
+    failures = [o.error for o in outcomes if o.error is not None]
+    if as_json:
+        _print_json(
+            {
+                done_key: [r.to_json_obj() for r in done],
+                "failed": [
+                    {**failed_json(o), "error": o.error} for o in outcomes if o.error is not None
+                ],
+            }
+        )
+    else:
+        show(done)
+    _report_failures(operation, failures, len(outcomes))
+
+
+def _table(title: str, columns: Sequence[str]) -> Table:
+    """A left-titled table whose columns fold long values (every table of these commands)."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
 def _check_vault_key(client: _Client, session: GatewaySession) -> VaultKey:
     """The configured key, after checking the gateway announces the same one."""
     key = client.key()
@@ -395,7 +455,7 @@ def register_command(
             key = _check_vault_key(client, session)
             identity = None
             if with_keys:
-                vault_id = str(session.vault_info()["vault_id"])
+                vault_id = _vault_id(session)
                 identity = _identity_source(vault_id, user_id.lower(), confirm=True)()
             stored_id = session.register(
                 user_id,
@@ -485,7 +545,7 @@ def deposit_command(
         total = sum(i.path.stat().st_size for i in items)
         certificate = None
         if encrypt:
-            vault_id = str(vault.session.vault_info()["vault_id"])
+            vault_id = _vault_id(vault.session)
             certificate = _key_resolver(client, vault, vault_id).current()
 
         def work(item: DepositItem, bar: _BarProgress) -> Deposited:
@@ -501,30 +561,22 @@ def deposit_command(
                 progress=bar,
                 jobs=jobs,
             )
-        done = [o.result for o in outcomes if o.result is not None]
-        failures = [o.error for o in outcomes if o.error is not None]
-        if as_json:
-            _print_json(
-                {
-                    "deposited": [d.to_json_obj() for d in done],
-                    "failed": [
-                        {"path": str(o.item.path), "name": o.item.name, "error": o.error}
-                        for o in outcomes
-                        if o.error is not None
-                    ],
-                }
-            )
-        else:
-            _deposit_table(done, vault.key)
-        _report_failures("deposit", failures, len(items))
+        _finish_batch(
+            "deposit",
+            outcomes,
+            as_json=as_json,
+            done_key="deposited",
+            failed_json=lambda o: {"path": str(o.item.path), "name": o.item.name},
+            show=lambda done: _deposit_table(done, vault.key),
+        )
 
 
 def _deposit_table(done: Sequence[Deposited], key: VaultKey) -> None:
     if not done:
         return
-    table = Table(title="Deposited (receipts verified)", title_justify="left")
-    for column in ("name", "version", "size", "sha256", "deposited at"):
-        table.add_column(column, overflow="fold")
+    table = _table(
+        "Deposited (receipts verified)", ("name", "version", "size", "sha256", "deposited at")
+    )
     for d in done:
         s = d.receipt.statement
         table.add_row(s.name, str(s.version), _size(s.size), s.sha256[:16] + "…", s.deposited_at)
@@ -583,7 +635,7 @@ def retrieve_command(
         def keys() -> Any:
             with lock:
                 if not resolver:
-                    vault_id = str(vault.session.vault_info()["vault_id"])
+                    vault_id = _vault_id(vault.session)
                     resolver.append(_key_resolver(client, vault, vault_id))
                 return resolver[0]
 
@@ -611,28 +663,22 @@ def retrieve_command(
                 progress=bar,
                 jobs=jobs,
             )
-        done = [o.result for o in outcomes if o.result is not None]
-        failures = [o.error for o in outcomes if o.error is not None]
-        if as_json:
-            _print_json(
-                {
-                    "retrieved": [r.to_json_obj() for r in done],
-                    "failed": [
-                        {"name": o.item.name, "error": o.error} for o in outcomes if o.error
-                    ],
-                }
-            )
-        else:
-            _retrieve_table(done)
-        _report_failures("retrieve", failures, len(items))
+        _finish_batch(
+            "retrieve",
+            outcomes,
+            as_json=as_json,
+            done_key="retrieved",
+            failed_json=lambda o: {"name": o.item.name},
+            show=_retrieve_table,
+        )
 
 
 def _retrieve_table(done: Sequence[Retrieved]) -> None:
     if not done:
         return
-    table = Table(title="Retrieved (verified)", title_justify="left")
-    for column in ("name", "version", "size", "written to", "checked against"):
-        table.add_column(column, overflow="fold")
+    table = _table(
+        "Retrieved (verified)", ("name", "version", "size", "written to", "checked against")
+    )
     for r in done:
         s = r.receipt.statement
         against = "receipt kept at deposit" if r.checked_against == "local" else "vault's receipt"
@@ -658,9 +704,10 @@ def ls_command(as_json: bool, config_file: Path | None) -> None:
         if as_json:
             _print_json({"documents": rows})
             return
-        table = Table(title=f"Documents of {vault.owner}", title_justify="left")
-        for column in ("name", "latest", "versions", "size", "deposited at", "receipt kept"):
-            table.add_column(column, overflow="fold")
+        table = _table(
+            f"Documents of {vault.owner}",
+            ("name", "latest", "versions", "size", "deposited at", "receipt kept"),
+        )
         for d in rows:
             table.add_row(
                 str(d["name"]),
@@ -689,9 +736,10 @@ def versions_command(name: str, as_json: bool, config_file: Path | None) -> None
         if as_json:
             _print_json({"name": name, "versions": rows})
             return
-        table = Table(title=f"Versions of {name}", title_justify="left")
-        for column in ("version", "size", "sha256", "deposited at", "receipt kept", "encrypted"):
-            table.add_column(column, overflow="fold")
+        table = _table(
+            f"Versions of {name}",
+            ("version", "size", "sha256", "deposited at", "receipt kept", "encrypted"),
+        )
         for v in rows:
             table.add_row(
                 str(v["version"]),
@@ -761,9 +809,7 @@ def verify_command(
     with _client(config_file) as client:
         key = client.key(key_file, offline=True)
         if page is not None:
-            found = pages.receipt_from_deposit_page(
-                page.read_text(encoding="utf-8", errors="replace"), page=str(page)
-            )
+            found = pages.receipt_from_deposit_page(_read_page(page), page=str(page))
             receipt = Receipt.from_parts(found.statement, found.signature)
             verify_signature(key, receipt)
             if found.sha256 is not None and found.sha256 != receipt.statement.sha256:
@@ -806,21 +852,16 @@ def verify_command(
 
 @click.command("extractkey")
 @click.argument("page", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Where to write the PEM; default: the client's data directory, where `evault "
-    "verify` looks for it.",
+@_output_file_option(
+    "Where to write the PEM; default: the client's data directory, where `evault "
+    "verify` looks for it."
 )
 @_config_option
 @_local_errors
 def extractkey_command(page: Path, output: Path | None, config_file: Path | None) -> None:
     """Take the vault public key from a saved registration page (paper §2.3.1)."""
     with _client(config_file) as client:
-        pem = pages.key_from_registration_page(
-            page.read_text(encoding="utf-8", errors="replace"), page=str(page)
-        )
+        pem = pages.key_from_registration_page(_read_page(page), page=str(page))
         key = parse_vault_key(pem, source=str(page))
         target = output or client.paths.extracted_key
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -843,20 +884,15 @@ def extractkey_command(page: Path, output: Path | None, config_file: Path | None
 
 @click.command("extractfile")
 @click.argument("page", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Where to write the document; default: its base name in the current directory.",
+@_output_file_option(
+    "Where to write the document; default: its base name in the current directory."
 )
 @_config_option
 @_local_errors
 def extractfile_command(page: Path, output: Path | None, config_file: Path | None) -> None:
     """Take a document out of a saved retrieval page, checked against its kept receipt."""
     with _client(config_file) as client:
-        found = pages.document_from_retrieval_page(
-            page.read_text(encoding="utf-8", errors="replace"), page=str(page)
-        )
+        found = pages.document_from_retrieval_page(_read_page(page), page=str(page))
         store = client.receipts()
         if found.version is not None:
             one = store.get(None, found.name, found.version)
@@ -907,12 +943,7 @@ def receipts_group() -> None:
 @receipts_group.command("export")
 @click.argument("name", required=False)
 @click.option("--version", type=click.IntRange(min=1), help="Version (default: the latest).")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="File to write (default: standard output).",
-)
+@_output_file_option("File to write (default: standard output).")
 @_config_option
 @_local_errors
 def receipts_export_command(
@@ -970,17 +1001,16 @@ def _print_plan(plan: BackupPlan) -> None:
         f"{len(plan.removals)} old version(s) to remove."
     )
     if deposits:
-        table = Table(title="Would deposit", title_justify="left")
-        for column in ("document", "size", "change", "why"):
-            table.add_column(column, overflow="fold")
+        table = _table("Would deposit", ("document", "size", "change", "why"))
         for d in deposits:
             table.add_row(d.key, _size(plan.files[d.key].stat.size), d.kind.value, d.reason)
         console.print(table)
     removed = [d for d in plan.retention.decisions if not d.keep]
     if removed:
-        table = Table(title="Would remove from the vault (retention)", title_justify="left")
-        for column in ("document", "version", "deposited at", "why"):
-            table.add_column(column, overflow="fold")
+        table = _table(
+            "Would remove from the vault (retention)",
+            ("document", "version", "deposited at", "why"),
+        )
         for decision in removed:
             v = decision.version
             when = v.deposited_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -1060,24 +1090,22 @@ def restore_command(
             outcomes: list[Outcome[Any, Any]] = list(
                 restore(vault, targets, bar, overwrite=overwrite, state=state, jobs=jobs)
             )
-        done = [o.result for o in outcomes if o.result is not None]
-        failures = [o.error for o in outcomes if o.error is not None]
-        if as_json:
-            _print_json(
-                {
-                    "restored": [r.to_json_obj() for r in done],
-                    "failed": [
-                        {"name": o.item.name, "error": o.error} for o in outcomes if o.error
-                    ],
-                }
-            )
-        else:
+
+        def show(done: list[Any]) -> None:
             written = sum(1 for r in done if r.retrieved is not None)
             click.echo(
                 f"Restored {written} file(s), {len(done) - written} already there; every one "
                 f"verified against its receipt."
             )
-        _report_failures("restore", failures, len(targets))
+
+        _finish_batch(
+            "restore",
+            outcomes,
+            as_json=as_json,
+            done_key="restored",
+            failed_json=lambda o: {"name": o.item.name},
+            show=show,
+        )
 
 
 # --- confidentiality: unwrap keys and printable encodings (DESIGN §7, paper §2.3.2) -------------
@@ -1160,7 +1188,7 @@ def keys_init_command(threshold: int | None, config_file: Path | None) -> None:
         token = client.token()
         with client.session(token.token) as session:
             _check_vault_key(client, session)
-            vault_id = str(session.vault_info()["vault_id"])
+            vault_id = _vault_id(session)
             identity = _identity_source(vault_id, token.user_id, confirm=True)()
             _init_keys(client, session, token.user_id, identity, threshold=threshold)
 
@@ -1172,7 +1200,7 @@ def keys_init_command(threshold: int | None, config_file: Path | None) -> None:
 def keys_list_command(as_json: bool, config_file: Path | None) -> None:
     """The unwrap keys the nodes hold for you, checked against your identity key."""
     with _client(config_file) as client, _vault(client) as vault:
-        vault_id = str(vault.session.vault_info()["vault_id"])
+        vault_id = _vault_id(vault.session)
         identity = _identity_source(vault_id, vault.owner)()
         found = confidential.fetch_certificates(
             vault.session,
@@ -1195,9 +1223,10 @@ def keys_list_command(as_json: bool, config_file: Path | None) -> None:
             return
         if not rows:
             raise NoUnwrapKey(vault.owner, "at the vault", "; run `evault keys init`")
-        table = Table(title=f"Unwrap keys of {vault.owner} (newest first)", title_justify="left")
-        for column in ("key", "k of n", "nodes holding it", "issued at"):
-            table.add_column(column, overflow="fold")
+        table = _table(
+            f"Unwrap keys of {vault.owner} (newest first)",
+            ("key", "k of n", "nodes holding it", "issued at"),
+        )
         for r in rows:
             issued = datetime.fromtimestamp(int(r["issued_at"]), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             table.add_row(
@@ -1234,13 +1263,7 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
 
 @click.command("armor")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Default: FILE.asc.",
-)
+@_output_file_option("Default: FILE.asc.")
 @click.option(
     "--hex", "use_hex", is_flag=True, help="Hex, 2 characters a byte (default: base64, 4 for 3)."
 )
@@ -1255,13 +1278,7 @@ def armor_command(file: Path, output: Path | None, use_hex: bool) -> None:
 
 @click.command("dearmor")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Default: FILE without .asc (else FILE.bin).",
-)
+@_output_file_option("Default: FILE without .asc (else FILE.bin).")
 @_local_errors
 def dearmor_command(file: Path, output: Path | None) -> None:
     """Back from `evault armor`'s text to the bytes; strict (any damage is an error)."""
