@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import threading
@@ -64,7 +63,6 @@ from argon2.low_level import hash_secret_raw
 
 from evault.client.gateway import GatewaySession
 from evault.client.transfer import (
-    CHUNK_BYTES,
     ContentCheck,
     Deposited,
     DepositItem,
@@ -74,6 +72,8 @@ from evault.client.transfer import (
     VaultClient,
     deposit_receipt,
     document_chunks,
+    file_chunks,
+    hashed_as_sent,
     trusted_receipt,
     write_atomically,
 )
@@ -452,27 +452,16 @@ def deposit_encrypted(
     )
     seen: dict[str, Any] = {}
 
-    def plaintext() -> Iterator[bytes]:
-        read = 0
-        with item.path.open("rb") as f:
-            while read < size:
-                chunk = f.read(min(CHUNK_BYTES, size - read))
-                if not chunk:
-                    break
-                read += len(chunk)
-                progress.advance(len(chunk))
-                yield chunk
-
     def body() -> Iterator[bytes]:
-        h = hashlib.sha256()
-        sent = 0
-        for piece in encrypt_stream(
-            plaintext(), file_key, rng=rng, key_material=wrapped.to_bytes()
-        ):
-            h.update(piece)
-            sent += len(piece)
-            yield piece
-        seen["sha256"], seen["size"] = h.hexdigest(), sent
+        # The receipt will sign the ciphertext, so it is the ciphertext that is hashed; a
+        # generator, so that nothing (not even the stream's random salt) is drawn before use.
+        ciphertext = encrypt_stream(
+            file_chunks(item.path, size, progress),
+            file_key,
+            rng=rng,
+            key_material=wrapped.to_bytes(),
+        )
+        yield from hashed_as_sent(ciphertext, seen)
 
     answer, gateway = client.session.deposit(
         item.name, body, size=total, sha256=None, encrypted=True

@@ -268,6 +268,32 @@ class Deposited:
         }
 
 
+def file_chunks(path: Path, size: int, progress: Progress) -> Iterator[bytes]:
+    """The first ``size`` bytes of ``path`` in CHUNK_BYTES pieces (fewer if the file has
+    shrunk since ``size`` was taken), each counted in ``progress`` as it is read."""
+    read = 0
+    with path.open("rb") as f:
+        while read < size:
+            chunk = f.read(min(CHUNK_BYTES, size - read))
+            if not chunk:
+                break
+            read += len(chunk)
+            progress.advance(len(chunk))
+            yield chunk
+
+
+def hashed_as_sent(chunks: Iterable[bytes], seen: dict[str, Any]) -> Iterator[bytes]:
+    """``chunks`` passed on; once all are sent, ``seen`` holds their ``sha256`` (hex) and
+    ``size``, so a deposit can tell what really went out (a file may change while it is read)."""
+    h = hashlib.sha256()
+    sent = 0
+    for chunk in chunks:
+        h.update(chunk)
+        sent += len(chunk)
+        yield chunk
+    seen["sha256"], seen["size"] = h.hexdigest(), sent
+
+
 def deposit_file(client: VaultClient, item: DepositItem, progress: Progress) -> Deposited:
     """Deposit one file and verify its receipt (module docstring); raises EvaultError/OSError."""
     size = item.path.stat().st_size
@@ -276,18 +302,7 @@ def deposit_file(client: VaultClient, item: DepositItem, progress: Progress) -> 
     seen: dict[str, Any] = {}
 
     def body() -> Iterator[bytes]:
-        h = hashlib.sha256()
-        sent = 0
-        with item.path.open("rb") as f:
-            while sent < size:
-                chunk = f.read(min(CHUNK_BYTES, size - sent))
-                if not chunk:
-                    break
-                h.update(chunk)
-                sent += len(chunk)
-                progress.advance(len(chunk))
-                yield chunk
-        seen["sha256"], seen["size"] = h.hexdigest(), sent
+        yield from hashed_as_sent(file_chunks(item.path, size, progress), seen)
 
     try:
         answer, gateway = client.session.deposit(item.name, body, size=size, sha256=sha)
