@@ -14,16 +14,18 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 from evault.errors import ConfigError
 
 
-class LockedSqlite:
-    """One SQLite file, opened and its schema created on construction (module docstring)."""
+class SqliteStore:
+    """Base of a store kept in one SQLite file, opened and its schema created on construction
+    (module docstring); subclasses add the queries, each inside ``with self._cursor()``."""
 
     def __init__(self, path: Path, *, what: str, schema: str, schema_version: int) -> None:
         self.path = path
-        self.what = what
+        self._what = what
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,14 +47,20 @@ class LockedSqlite:
         with self._lock:
             self._db.close()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @contextmanager
-    def cursor(self) -> Iterator[sqlite3.Connection]:
+    def _cursor(self) -> Iterator[sqlite3.Connection]:
         """The connection, held alone for the ``with`` block."""
         with self._lock:
             try:
                 yield self._db
             except sqlite3.Error as exc:
-                raise ConfigError(f"{self.what} {self.path}: {exc}") from None
+                raise ConfigError(f"{self._what} {self.path}: {exc}") from None
 
 
 def in_chunks(values: list[str], size: int = 500) -> Iterator[tuple[list[str], str]]:

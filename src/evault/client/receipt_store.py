@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
-from evault.client._sqlite import LockedSqlite, in_chunks
+from evault.client._sqlite import SqliteStore, in_chunks
 from evault.client.receipts import Receipt
 
 SCHEMA_VERSION: Final = 1
@@ -64,23 +64,11 @@ class StoredReceipt:
         return self.receipt.statement.version
 
 
-class ReceiptStore:
+class ReceiptStore(SqliteStore):
     """Receipts by (vault, owner, name, version); see the module docstring."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._sql = LockedSqlite(
-            path, what="receipt store", schema=_SCHEMA, schema_version=SCHEMA_VERSION
-        )
-
-    def close(self) -> None:
-        self._sql.close()
-
-    def __enter__(self) -> ReceiptStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(path, what="receipt store", schema=_SCHEMA, schema_version=SCHEMA_VERSION)
 
     def put(self, receipt: Receipt, source: Source, *, now: datetime | None = None) -> bool:
         """Keep a verified receipt; False if the very same receipt was already there.
@@ -91,7 +79,7 @@ class ReceiptStore:
         """
         s = receipt.statement
         stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        with self._sql.cursor() as db:
+        with self._cursor() as db:
             row = db.execute(
                 "SELECT statement, signature FROM receipts "
                 "WHERE vault=? AND owner=? AND name=? AND version=?",
@@ -120,7 +108,7 @@ class ReceiptStore:
             return True
 
     def _rows(self, where: str, args: tuple[object, ...]) -> list[StoredReceipt]:
-        with self._sql.cursor() as db:
+        with self._cursor() as db:
             rows = db.execute(
                 "SELECT statement, signature, source, stored_at FROM receipts "
                 f"WHERE {where} ORDER BY name, version, stored_at",
@@ -159,7 +147,7 @@ class ReceiptStore:
         if not names:
             return set()
         out: set[tuple[str, int]] = set()
-        with self._sql.cursor() as db:
+        with self._cursor() as db:
             for chunk, marks in in_chunks(names):
                 rows = db.execute(
                     f"SELECT name, version FROM receipts WHERE owner=? AND name IN ({marks})",

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
-from evault.client._sqlite import LockedSqlite, in_chunks
+from evault.client._sqlite import SqliteStore, in_chunks
 from evault.client.changes import FileState
 
 SCHEMA_VERSION: Final = 1
@@ -32,24 +32,12 @@ CREATE TABLE IF NOT EXISTS file_state (
 """
 
 
-class SqliteChangeState:
+class SqliteChangeState(SqliteStore):
     """One user's archive bits (a :class:`~evault.client.changes.ChangeStateStore`)."""
 
     def __init__(self, path: Path, owner: str) -> None:
-        self.path = path
+        super().__init__(path, what="backup state", schema=_SCHEMA, schema_version=SCHEMA_VERSION)
         self.owner = owner
-        self._sql = LockedSqlite(
-            path, what="backup state", schema=_SCHEMA, schema_version=SCHEMA_VERSION
-        )
-
-    def close(self) -> None:
-        self._sql.close()
-
-    def __enter__(self) -> SqliteChangeState:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @staticmethod
     def _state(row: tuple[int, int, bytes, int | None]) -> FileState:
@@ -57,7 +45,7 @@ class SqliteChangeState:
         return FileState(int(size), int(mtime_ns), bytes(sha256), recorded_ns)
 
     def get(self, key: str) -> FileState | None:
-        with self._sql.cursor() as db:
+        with self._cursor() as db:
             row = db.execute(
                 "SELECT size, mtime_ns, sha256, recorded_ns FROM file_state "
                 "WHERE owner=? AND key=?",
@@ -68,7 +56,7 @@ class SqliteChangeState:
     def get_many(self, keys: Iterable[str]) -> Mapping[str, FileState]:
         wanted = list(dict.fromkeys(keys))
         out: dict[str, FileState] = {}
-        with self._sql.cursor() as db:
+        with self._cursor() as db:
             for chunk, marks in in_chunks(wanted):
                 rows = db.execute(
                     "SELECT key, size, mtime_ns, sha256, recorded_ns FROM file_state "
@@ -81,7 +69,7 @@ class SqliteChangeState:
 
     def keys_under(self, prefix: str) -> Iterable[str]:
         # substr() instead of LIKE: a document name may hold '%' or '_'.
-        with self._sql.cursor() as db:
+        with self._cursor() as db:
             rows = db.execute(
                 "SELECT key FROM file_state WHERE owner=? AND substr(key, 1, ?)=? ORDER BY key",
                 (self.owner, len(prefix), prefix),
@@ -89,7 +77,7 @@ class SqliteChangeState:
         return [str(r[0]) for r in rows]
 
     def put(self, key: str, state: FileState) -> None:
-        with self._sql.cursor() as db:
+        with self._cursor() as db:
             db.execute(
                 "INSERT OR REPLACE INTO file_state (owner, key, size, mtime_ns, sha256, "
                 "recorded_ns) VALUES (?, ?, ?, ?, ?, ?)",
@@ -97,5 +85,5 @@ class SqliteChangeState:
             )
 
     def forget(self, key: str) -> None:
-        with self._sql.cursor() as db:
+        with self._cursor() as db:
             db.execute("DELETE FROM file_state WHERE owner=? AND key=?", (self.owner, key))
