@@ -10,12 +10,15 @@ requests are left to finish instead of being cancelled; slice answers are read t
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from evault.errors import BadNodeAnswer, InvalidSignature
 from evault.gateway.rebuild import FVCache
@@ -350,3 +353,54 @@ def test_a_tampered_catalog_receipt_is_still_refused() -> None:
 
     with pytest.raises(InvalidSignature):
         h.run(go)
+
+
+class _Chunked(httpx.AsyncByteStream):
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    body=st.binary(min_size=0, max_size=300),
+    cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=12),
+    reads=st.lists(st.integers(min_value=0, max_value=80), max_size=12),
+)
+def test_read_exactly_returns_the_body_in_order_however_it_is_chunked(
+    body: bytes, cuts: list[int], reads: list[int]
+) -> None:
+    edges = sorted({0, len(body), *(c for c in cuts if c <= len(body))})
+    chunks = [body[a:b] for a, b in itertools.pairwise(edges)]
+
+    async def go() -> list[bytes]:
+        response = httpx.Response(200, stream=_Chunked(chunks))
+        stream = SliceStream(
+            1,
+            response,
+            slice_index=0,
+            leaves_bytes=0,
+            fv_hash=bytes(32),
+            segment_count=0,
+            from_segment=0,
+        )
+        out = []
+        for size in reads:
+            try:
+                out.append(await stream.read_exactly(size))
+            except BadNodeAnswer:
+                out.append(b"<short>")
+                break
+        return out
+
+    got = asyncio.run(go())
+    position = 0
+    for size, piece in zip(reads, got, strict=False):
+        if position + size > len(body):
+            assert piece == b"<short>"
+            break
+        assert piece == body[position : position + size] and type(piece) is bytes
+        position += size

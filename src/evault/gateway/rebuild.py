@@ -9,8 +9,9 @@ its node's FV and a node naming another one is faulty.  Slices are streamed from
 nodes at once (systematic slices first, see the planner); the leaf list of each is checked
 against its root in the FV, then each block against its leaf as it arrives.  A node that fails,
 lies or stays silent for ``slow_node_s`` is replaced by the next best node, resuming at the
-segment where it failed (``from_segment``).  Segments are decoded in a worker thread and handed
-out one by one; each slice stream reads at most two blocks ahead, so memory stays a few segments.
+segment where it failed (``from_segment``).  Big segments are decoded in a worker thread;
+segment i + 1 is rebuilt while segment i goes out, and each slice stream reads at most two
+blocks ahead, so memory stays a few segments.
 
 The first segment is rebuilt before :meth:`VaultService.retrieve` returns, so a document that
 cannot be rebuilt fails with an error rather than a truncated stream; the last segment is
@@ -56,7 +57,9 @@ log = logging.getLogger("evault.gateway")
 
 #: A slice stream whose blocks nobody takes for this long releases its connection.
 READER_IDLE_S = 60.0
-#: Segments up to this size are decoded and hashed on the event loop, bigger ones in a thread.
+#: Segments up to this size are decoded and hashed on the event loop, bigger ones in a worker
+#: thread, so that the loop keeps moving bytes meanwhile.  (Blocks are checked on the loop: a
+#: thread hop per block cost more CPU than it freed, measured on 10 MiB retrievals.)
 INLINE_DECODE_BYTES = 64 * 1024
 #: Fingerprint vectors kept by :class:`FVCache` (n roots of 32 bytes each: ~0.5 MB at n = 5).
 FV_CACHE_ENTRIES = 4096
@@ -216,6 +219,8 @@ class _SliceReader:
 
     async def next_block(self, segment: int, timeout_s: float) -> bytes:
         """The verified block of ``segment``; raises the reader's error or ``NodeTimeout``."""
+        if not self.queue.empty():  # already here: no waiter, no timer
+            return self._checked(segment, *self.queue.get_nowait())
         getter = asyncio.ensure_future(self.queue.get())
         try:
             done, _ = await asyncio.wait(
@@ -225,10 +230,7 @@ class _SliceReader:
             if not getter.done():
                 getter.cancel()
         if getter in done:
-            index, block = getter.result()
-            if index != segment:  # a bug in the loop below, not the node's fault
-                raise RuntimeError(f"slice reader of node {self.node} is at segment {index}")
-            return block
+            return self._checked(segment, *getter.result())
         if self.task.done():
             exc = self.task.exception() if not self.task.cancelled() else None
             if exc is not None:
@@ -237,6 +239,11 @@ class _SliceReader:
                 raise _ReaderIdle
             raise BadNodeAnswer(self.node, "slice", f"stream ended before segment {segment}")
         raise NodeTimeout(self.node, "slice", f"no block within {timeout_s:g} s")
+
+    def _checked(self, segment: int, index: int, block: bytes) -> bytes:
+        if index != segment:  # a bug in the retrieval loop, not the node's fault
+            raise RuntimeError(f"slice reader of node {self.node} is at segment {index}")
+        return block
 
     async def close(self) -> None:
         if not self.task.done():
@@ -267,6 +274,8 @@ class DocumentReader:
             f"(owner {statement.owner})"
         )
         self._closed = False
+        #: the next segment, being rebuilt while the previous one goes out
+        self._next: asyncio.Future[bytes] | None = None
         if len(self.s.clients) != statement.n:
             raise ConfigError(
                 f"version {statement.version} of {statement.name!r} was dispersed over "
@@ -478,6 +487,22 @@ class DocumentReader:
         if count == 1:
             self._check_digest()
             self.log_nodes()
+        self._prefetch(1)
+
+    def _prefetch(self, i: int) -> None:
+        """Start rebuilding segment ``i`` (if there is one) while the one before goes out.
+
+        One segment ahead at most, and always in order: segment i starts only once i - 1 was
+        rebuilt and hashed, so the document's hash sees the segments in order.
+        """
+        if i < self.layout.segment_count:
+            self._next = asyncio.ensure_future(self._segment(i))
+
+    async def _next_segment(self) -> bytes:
+        task, self._next = self._next, None
+        if task is None:
+            raise RuntimeError("no segment is being rebuilt")
+        return await task
 
     async def stream(self) -> AsyncIterator[bytes]:
         count = self.layout.segment_count
@@ -489,7 +514,8 @@ class DocumentReader:
                 raise RuntimeError("a Retrieval can be streamed only once")
             yield first
             for i in range(1, count):
-                data = await self._segment(i)
+                data = await self._next_segment()
+                self._prefetch(i + 1)
                 if i == count - 1:
                     # Withhold the last bytes until the whole document is known to be right.
                     self._check_digest()
@@ -510,6 +536,11 @@ class DocumentReader:
         if self._closed:
             return
         self._closed = True
+        task, self._next = self._next, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         readers = list(self.readers.values())
         self.readers.clear()
         await asyncio.gather(*(r.close() for r in readers))
