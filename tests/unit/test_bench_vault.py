@@ -250,7 +250,7 @@ def test_parse_node_log_and_count_gateway_connections() -> None:
     result = make_point_result(key, Outcome((0.01,), 1), 1.0, _cpu(), None, lines)
     # Same port on two nodes is two connections (one per node); a new port is a new one.
     assert (result.node_requests, result.node_connections) == (4, 3)
-    assert "3.0 distinct gateway connections" in bench._node_traffic(result)
+    assert "4.0 requests per operation over 3 gateway connections" in bench._node_traffic(result)
 
 
 def test_point_with_nothing_completed_has_no_times_and_no_cpu_per_op() -> None:
@@ -342,6 +342,17 @@ def test_report_warns_when_other_processes_took_cpu() -> None:
     assert bench.other_cores(busy) == pytest.approx(0.5)
     assert "0.50 of the machine's cores" in bench.markdown_report(busy, plan.settings, meta, {}, [])
     assert summary(busy, meta)["other_tenant_cores"] == 0.5
+
+
+def test_contention_is_other_cores_per_window_and_the_plan_bounds_retries() -> None:
+    key = PointKey("default", "retrieve", KIB, 1)
+    busy = make_point_result(key, Outcome(), 2.0, _cpu(wall_s=2.0, other_s=1.0), None)
+    assert bench.contention(busy) == pytest.approx(0.5)
+    assert bench.contention(busy) > bench.CONTENDED_POINT_CORES
+    full, quick = plan_bench(quick=False), plan_bench(quick=True)
+    assert (full.retries, quick.retries) == (2, 1)
+    # Retries stop early enough to keep the budgets (10 min full, 2 min quick).
+    assert full.retry_budget_s < 600 and quick.retry_budget_s < 120
 
 
 def test_size_labels() -> None:

@@ -105,7 +105,7 @@ def plot_rate(results: Sequence[PointResult], op: str, path: Path) -> Path | Non
     noun = "retrievals" if op == "retrieve" else "deposits"
     axes.set_ylabel(f"{noun} per minute")
     axes.set_title(f"evault: {noun} per minute sustained (Figure 3)")
-    axes.legend(fontsize="small", loc="lower right")
+    axes.legend(fontsize="small", loc="lower right" if op == "retrieve" else "best")
     figure.tight_layout()
     figure.savefig(path)
     return path

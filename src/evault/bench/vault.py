@@ -96,6 +96,8 @@ PAPER_REFERENCE_BELOW_BYTES: Final = 50 * 1000
 TARGET_RETRIEVALS_10KIB_C4_PER_MIN: Final = 18_000.0
 TARGET_RETRIEVAL_10MIB_MB_PER_S: Final = 280.0
 TARGET_RETRIEVAL_1KIB_P50_MS: Final = 6.0
+#: Cores taken by other processes during a window above which the point is measured again.
+CONTENDED_POINT_CORES: Final = 0.25
 #: A process group using this share of what it can use is called saturated.
 SATURATED: Final = 0.8
 PROFILE_POINTS: Final = (("retrieve", 10 * KIB), ("deposit", 10 * KIB), ("retrieve", 10 * MIB))
@@ -137,6 +139,11 @@ class BenchPlan:
     client_procs: int
     profile: bool
     quick: bool
+    #: A point during which other processes took more than CONTENDED_POINT_CORES is measured
+    #: again (at most ``retries`` times, while the run is younger than ``retry_budget_s``), and
+    #: the least disturbed attempt is kept: this machine is shared.
+    retries: int = 2
+    retry_budget_s: float = 360.0
 
     def points(self, setting: VaultSetting) -> list[PointKey]:
         """Retrievals first (the catalog is then smallest), each size at every C."""
@@ -180,6 +187,8 @@ def plan_bench(
         client_procs=client_procs,
         profile=profile and not quick,
         quick=quick,
+        retries=1 if quick else 2,
+        retry_budget_s=60.0 if quick else 360.0,
     )
 
 
@@ -674,11 +683,15 @@ def where_time_goes(results: Sequence[PointResult]) -> list[str]:
 
 
 def _node_traffic(r: PointResult) -> str:
+    """Requests per operation and the gateway connections the nodes saw.  Pooled connections
+    are reused, so their number stays near C per node however many operations the window
+    holds; connections opened per request grow with the operations instead."""
     if r.node_requests is None or r.node_connections is None or r.ops <= 0:
         return ""
     return (
-        f"; per operation the nodes served {r.node_requests / r.ops:.1f} requests over "
-        f"{r.node_connections / r.ops:.1f} distinct gateway connections"
+        f"; the nodes served {r.node_requests / r.ops:.1f} requests per operation over "
+        f"{r.node_connections} gateway connections in the window "
+        f"({r.node_connections / r.ops:.2f} per operation)"
     )
 
 
@@ -1209,6 +1222,11 @@ class _Window:
         return lines
 
 
+def contention(result: PointResult) -> float:
+    """Cores that other processes took during the point's window."""
+    return result.cpu.other_s / result.cpu.wall_s if result.cpu.wall_s > 0 else 0.0
+
+
 def _run_point(pool: Any, live: _Live, key: PointKey, work: Work, duration_s: float) -> PointResult:
     dead = live.cluster.dead()
     if dead:
@@ -1346,6 +1364,16 @@ def run(
                             live.documents[key.size] if key.op == "retrieve" else works[key.size]
                         )
                         result = _run_point(pool, live, key, work, plan.duration_s)
+                        for _ in range(plan.retries):
+                            busy = contention(result)
+                            if busy <= CONTENDED_POINT_CORES:
+                                break
+                            if time.monotonic() - started > plan.retry_budget_s:
+                                break
+                            say(f"{label}: other processes took {busy:.2f} cores, measuring again")
+                            again = _run_point(pool, live, key, work, plan.duration_s)
+                            if contention(again) < busy:
+                                result = again
                         results.append(result)
                         say(
                             f"{label}: {result.ops_per_min:,.0f}/min, "
