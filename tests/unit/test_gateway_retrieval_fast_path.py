@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evault.errors import BadNodeAnswer, InvalidSignature
+from evault.errors import BadNodeAnswer, InvalidSignature, NodeTimeout
 from evault.gateway.rebuild import FVCache
 from evault.gateway.receipts import VerifiedReceipts
 from evault.gateway.service import VaultService
@@ -404,3 +404,31 @@ def test_read_exactly_returns_the_body_in_order_however_it_is_chunked(
             break
         assert piece == body[position : position + size] and type(piece) is bytes
         position += size
+
+
+def test_node_set_time_outs_apply_on_the_bare_transport() -> None:
+    """Requests skip httpx's client, so the time-outs travel with each request: a node that
+    accepts and never answers is a NodeTimeout after read_s, not a hang."""
+
+    async def main() -> type[BaseException]:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1 << 16)
+            await asyncio.Event().wait()  # never answers; cancelled when the server closes
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with NodeSet(
+                [NodeAddress(1, f"http://127.0.0.1:{port}")],
+                timeouts=Timeouts(connect_s=5, read_s=0.2, write_s=5, pool_s=5),
+            ) as nodes:
+                async with asyncio.timeout(10):
+                    try:
+                        await nodes[1].health()
+                    except NodeTimeout as exc:
+                        return type(exc)
+                    raise AssertionError("a silent node answered")
+        finally:
+            server.close()
+
+    assert asyncio.run(main()) is NodeTimeout
