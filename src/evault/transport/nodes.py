@@ -1,7 +1,8 @@
 """The gateway's client of the node protocol (``docs/spec/node-protocol.md``).
 
-One :class:`NodeSet` owns ONE httpx transport (``httpx.AsyncHTTPTransport``): HTTP/1.1 with a
-pool of persistent connections (the paper, §2.2 and §3: a connection per request was the
+One :class:`NodeSet` owns ONE httpx transport (``evault.transport.asyncio_net.PooledTransport``:
+httpcore's pool on asyncio streams, whose TLS the event loop does in compiled code): HTTP/1.1
+with a pool of persistent connections (the paper, §2.2 and §3: a connection per request was the
 bottleneck), mutual TLS through the cluster's client ``SSLContext``, and explicit
 connect/read/write/pool time-outs carried by every request.  It hands out one
 :class:`NodeClient` per node; each request names the node's certificate name as SNI / verified
@@ -72,6 +73,7 @@ from evault.protocol.node_api import (
     is_object_id,
     node_name,
 )
+from evault.transport.asyncio_net import PooledTransport
 
 #: Cap on any JSON answer a node sends (a deposit answer is a few KiB: statement, FV, share).
 MAX_ANSWER_BYTES: Final = 1024 * 1024
@@ -562,12 +564,12 @@ class NodeSet:
             raise ValueError("nodes: need at least one node, each index once")
         self.timeouts = timeouts or Timeouts()
         # Redirects are never followed and no cookie is kept: a bare transport does neither.
-        self._transport: httpx.AsyncBaseTransport = transport or httpx.AsyncHTTPTransport(
-            verify=ssl_context if ssl_context is not None else True,
-            http1=True,
-            http2=False,
-            limits=(limits or PoolLimits()).to_httpx(),
-            trust_env=False,
+        pool = limits or PoolLimits()
+        self._transport: httpx.AsyncBaseTransport = transport or PooledTransport(
+            ssl_context=ssl_context,
+            max_connections=pool.max_connections,
+            max_keepalive_connections=pool.max_keepalive_connections,
+            keepalive_expiry_s=pool.keepalive_expiry_s,
         )
         self.clients: dict[int, NodeClient] = {
             node.index: NodeClient(
