@@ -18,8 +18,8 @@ run: $(STAMP)
 	$(BIN)/evault up --dir $(RUN_DIR)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
