@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from evault.transport.asyncio_net import AsyncioNetworkBackend, PooledTransport, _as_httpx_errors
+from evault.transport.nodes import NodeAddress, NodeSet
 
 
 def _httpcore_exceptions() -> list[type[Exception]]:
@@ -180,3 +181,30 @@ def test_bodies_both_ways_over_one_kept_alive_connection() -> None:
     answers, connections = asyncio.run(main())
     assert answers == [b"A" * 1000, b"A" * 1000 + b"B" * 1000 + b"C" * 1000, b""]
     assert connections == 1
+
+
+def test_each_node_has_a_pool_of_its_own() -> None:
+    """httpcore walks all of a pool's connections per request: one pool per node keeps that
+    walk to the node's own few connections."""
+
+    class Counting(httpx.AsyncBaseTransport):
+        closed = 0
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            return httpx.Response(204)
+
+        async def aclose(self) -> None:
+            Counting.closed += 1
+
+    async def main() -> tuple[int, int]:
+        addresses = [NodeAddress(i, f"http://node-{i}.test") for i in (1, 2, 3)]
+        own = NodeSet(addresses)
+        pools = len({id(client._http) for client in own.clients.values()})
+        await own.aclose()
+        shared = NodeSet(addresses, transport=Counting())
+        await shared.aclose()
+        return pools, Counting.closed
+
+    pools, closed = asyncio.run(main())
+    assert pools == 3
+    assert closed == 1  # a transport given by a test is shared, and closed once

@@ -1,12 +1,13 @@
 """The gateway's client of the node protocol (``docs/spec/node-protocol.md``).
 
-One :class:`NodeSet` owns ONE httpx transport (``evault.transport.asyncio_net.PooledTransport``:
-httpcore's pool on asyncio streams, whose TLS the event loop does in compiled code): HTTP/1.1
-with a pool of persistent connections (the paper, §2.2 and §3: a connection per request was the
-bottleneck), mutual TLS through the cluster's client ``SSLContext``, and explicit
-connect/read/write/pool time-outs carried by every request.  It hands out one
-:class:`NodeClient` per node; each request names the node's certificate name as SNI / verified
-host name, so a node reached by IP address still proves it is ``node-<i>``.
+One :class:`NodeSet` owns one httpx transport per node
+(``evault.transport.asyncio_net.PooledTransport``: httpcore's pool on asyncio streams, whose TLS
+the event loop does in compiled code): HTTP/1.1 with a pool of persistent connections (the
+paper, §2.2 and §3: a connection per request was the bottleneck), mutual TLS through the
+cluster's client ``SSLContext``, and explicit connect/read/write/pool time-outs carried by
+every request.  It hands out one :class:`NodeClient` per node; each request names the node's
+certificate name as SNI / verified host name, so a node reached by IP address still proves it
+is ``node-<i>``.
 
 Requests go to the transport directly, not through an ``httpx.AsyncClient``: the client's
 layers (URL and header merging, auth, redirects, cookies) are of no use on this hop and cost
@@ -110,10 +111,18 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class PoolLimits:
-    """Connection pool limits of the shared client (all nodes together)."""
+    """Connection pool limits of each node's pool.
 
-    max_connections: int = 512
-    max_keepalive_connections: int = 160
+    Each node has a pool of its own: httpcore walks every connection of a pool on each request
+    (and compares counts per connection), so one pool for all nodes, grown by a burst of
+    deposits to ~75 connections, doubled the gateway's CPU per small retrieval afterwards.
+    ``max_keepalive_connections`` covers a node's share of a busy moment (one connection per
+    concurrent deposit or retrieval); more simultaneous requests still get connections, up to
+    ``max_connections``, which are closed when they go idle.
+    """
+
+    max_connections: int = 128
+    max_keepalive_connections: int = 24
     keepalive_expiry_s: float = 60.0
 
     def to_httpx(self) -> httpx.Limits:
@@ -545,7 +554,8 @@ class NodeAddress:
 
 
 class NodeSet:
-    """The shared transport and one :class:`NodeClient` per node.  Close with :meth:`aclose`.
+    """One :class:`NodeClient` per node, each on its own pooled transport (see
+    :class:`PoolLimits`).  Close with :meth:`aclose`.
 
     ``transport`` replaces the network (tests pass ``httpx.MockTransport`` or an ASGI transport).
     """
@@ -563,19 +573,26 @@ class NodeSet:
         if len(set(indices)) != len(indices) or not indices:
             raise ValueError("nodes: need at least one node, each index once")
         self.timeouts = timeouts or Timeouts()
-        # Redirects are never followed and no cookie is kept: a bare transport does neither.
         pool = limits or PoolLimits()
-        self._transport: httpx.AsyncBaseTransport = transport or PooledTransport(
-            ssl_context=ssl_context,
-            max_connections=pool.max_connections,
-            max_keepalive_connections=pool.max_keepalive_connections,
-            keepalive_expiry_s=pool.keepalive_expiry_s,
-        )
+
+        def pooled() -> httpx.AsyncBaseTransport:
+            # Redirects are never followed and no cookie is kept: a bare transport does neither.
+            return PooledTransport(
+                ssl_context=ssl_context,
+                max_connections=pool.max_connections,
+                max_keepalive_connections=pool.max_keepalive_connections,
+                keepalive_expiry_s=pool.keepalive_expiry_s,
+            )
+
+        # A transport given by a test serves every node; otherwise each node has its own pool.
+        self._transports: dict[int, httpx.AsyncBaseTransport] = {
+            node.index: transport or pooled() for node in nodes
+        }
         self.clients: dict[int, NodeClient] = {
             node.index: NodeClient(
                 node.index,
                 node.url,
-                self._transport,
+                self._transports[node.index],
                 tls_name=node.tls_name,
                 timeouts=self.timeouts,
             )
@@ -586,7 +603,8 @@ class NodeSet:
         return self.clients[index]
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        for transport in {id(t): t for t in self._transports.values()}.values():
+            await transport.aclose()
 
     async def __aenter__(self) -> NodeSet:
         return self
