@@ -309,6 +309,20 @@ def run(*, json_output: bool, quick: bool) -> None:
 
 
 def _peak_rss_bytes() -> int:
+    """This process's own peak RSS.
+
+    On Linux, VmHWM of /proc/self/status: the high-water mark of this address space only.
+    ``ru_maxrss`` would be wrong there, because Linux folds the RSS of the address space that
+    ``execve`` replaced into it, so a process started by a large parent (a long pytest session)
+    would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     # ru_maxrss is in KiB on Linux (bytes on macOS).
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
