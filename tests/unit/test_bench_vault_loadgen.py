@@ -152,6 +152,14 @@ class _FakeGateway:
     connections: int = 0
     requests: list[str] = field(default_factory=list)
     receipt: dict[str, object] | None = None
+    #: Each request's headers (lower-case names) and body.
+    seen: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    #: The status line of document GETs.
+    get_status: str = "200 OK"
+    #: Header lines added to every answer.
+    extra_headers: str = ""
+    #: Document GETs announce this many more bytes than they send, then hang up.
+    short_by: int = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -164,21 +172,29 @@ class _FakeGateway:
                     k.strip().lower(): v.strip()
                     for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)
                 }
+                sent = b""
                 if "content-length" in headers:
-                    await reader.readexactly(int(headers["content-length"]))
+                    sent = await reader.readexactly(int(headers["content-length"]))
                 self.requests.append(f"{method} {path}")
+                self.seen.append((headers, sent))
+                short = 0
                 if path == "/api/v1/vault":
                     status, body, extra = "200 OK", b"{}", ""
                 elif method == "GET":
-                    status, body = "200 OK", self.body
+                    status, body = self.get_status, self.body
                     extra = f"Evault-Sha256: {self.sha_header}\r\n"
+                    short = self.short_by
                 else:
                     status, body, extra = "201 Created", json.dumps(self.receipt).encode(), ""
+                extra += self.extra_headers
                 writer.write(
-                    f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode()
+                    f"HTTP/1.1 {status}\r\nContent-Length: {len(body) + short}\r\n"
+                    f"{extra}\r\n".encode()
                     + body
                 )
                 await writer.drain()
+                if short:
+                    break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -288,3 +304,108 @@ def test_a_deposit_receipt_with_a_bad_signature_is_an_error(
     }
     good = asyncio.run(_run_against(fake, server_ctx, ca, work, 1))
     assert good.error_count == 0 and good.completed >= 1
+
+
+def test_every_request_carries_the_token_and_no_cookie_is_kept(
+    certs: tuple[Path, ssl.SSLContext],
+) -> None:
+    ca, server_ctx = certs
+    body = b"c" * 500
+    sha = hashlib.sha256(body).hexdigest()
+    fake = _FakeGateway(body, sha, extra_headers="Set-Cookie: session=abc; Path=/\r\n")
+    outcome = asyncio.run(_run_against(fake, server_ctx, ca, RetrieveWork("d", 500, sha), 2))
+    assert outcome.error_count == 0 and outcome.completed >= 2
+    assert fake.connections == 2
+    assert all(h.get("authorization") == "Bearer token" for h, _ in fake.seen)
+    assert not any("cookie" in h for h, _ in fake.seen)
+
+
+def test_the_body_is_hashed_as_sent_never_decompressed(
+    certs: tuple[Path, ssl.SSLContext],
+) -> None:
+    import gzip
+
+    ca, server_ctx = certs
+    body = gzip.compress(b"document " * 100)
+    sha = hashlib.sha256(body).hexdigest()
+    fake = _FakeGateway(body, sha, extra_headers="Content-Encoding: gzip\r\n")
+    work = RetrieveWork("d", len(body), sha)
+    outcome = asyncio.run(_run_against(fake, server_ctx, ca, work, 1))
+    assert outcome.error_count == 0 and outcome.completed >= 1
+
+
+@pytest.mark.parametrize(
+    ("fake_changes", "work_size", "expected"),
+    [
+        ({"sha_header": "e" * 64}, 3000, "Evault-Sha256 'eeee"),
+        ({"get_status": "503 Service Unavailable"}, 3000, "HTTP 503 xxxx"),
+        ({}, 2999, "3000 bytes, the receipt says 2999"),
+    ],
+)
+def test_a_failed_check_is_an_error_and_the_connection_is_kept(
+    certs: tuple[Path, ssl.SSLContext],
+    fake_changes: dict[str, str],
+    work_size: int,
+    expected: str,
+) -> None:
+    ca, server_ctx = certs
+    body = b"x" * 3000
+    sha = hashlib.sha256(body).hexdigest()
+    fake = _FakeGateway(body, sha)
+    for name, value in fake_changes.items():
+        setattr(fake, name, value)
+    outcome = asyncio.run(_run_against(fake, server_ctx, ca, RetrieveWork("d", work_size, sha), 2))
+    assert outcome.completed == 0 and outcome.latencies_s == () and outcome.bytes_moved == 0
+    assert outcome.error_count >= 2
+    assert expected in outcome.errors[0]
+    # The answer was read to its end, so each client went on over its one connection.
+    assert fake.connections == 2
+    assert len(fake.requests) > 2 * 2
+
+
+def test_a_connection_lost_mid_body_is_an_error_never_a_sample(
+    certs: tuple[Path, ssl.SSLContext],
+) -> None:
+    ca, server_ctx = certs
+    body = b"x" * 3000
+    sha = hashlib.sha256(body).hexdigest()
+    fake = _FakeGateway(body, sha, short_by=100)
+    outcome = asyncio.run(_run_against(fake, server_ctx, ca, RetrieveWork("d", 3000, sha), 1))
+    assert outcome.completed == 0 and outcome.latencies_s == ()
+    assert outcome.error_count >= 1
+    assert "Payload" in outcome.errors[0] or "Disconnected" in outcome.errors[0]
+
+
+def test_deposits_send_the_payload_with_its_sha256_over_one_connection(
+    certs: tuple[Path, ssl.SSLContext], rsa_key: rsa.RSAPrivateKey
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    ca, server_ctx = certs
+    payload = b"p" * 4096
+    sha = hashlib.sha256(payload).hexdigest()
+    statement = _statement(sha256=sha, name="dep-c0", version=1, size=4096)
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+    fake = _FakeGateway(b"", "")
+    fake.receipt = {
+        "version": 1,
+        "receipt": {
+            "statement": base64.b64encode(statement).decode(),
+            "signature": base64.b64encode(rsa_key.sign(statement, pss, hashes.SHA256())).decode(),
+        },
+    }
+    pem = rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    work = DepositWork("dep-c", payload, sha, "b" * 64, "bench", VAULT, pem)
+    outcome = asyncio.run(_run_against(fake, server_ctx, ca, work, 1))
+    assert outcome.error_count == 0 and outcome.completed >= 2
+    assert fake.connections == 1
+    puts = [(h, b) for (h, b), r in zip(fake.seen, fake.requests, strict=True) if "PUT" in r]
+    assert len(puts) >= outcome.completed
+    assert {r for r in fake.requests if r.startswith("PUT")} == {"PUT /api/v1/documents/dep-c0"}
+    for headers, sent in puts:
+        assert sent == payload
+        assert headers["evault-sha256"] == sha
+        assert headers["content-type"] == "application/octet-stream"
+        assert headers["authorization"] == "Bearer token"
