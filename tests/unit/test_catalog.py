@@ -495,6 +495,32 @@ def test_last_used_is_refreshed_at_most_once_a_minute(backend: Backend, catalog:
     assert last_used() == T0 + timedelta(seconds=61)
 
 
+def test_lookup_token_reads_only_and_says_when_to_touch(backend: Backend, catalog: Catalog) -> None:
+    """The gateway's split of resolve_token: the read on its event loop, the rare write apart."""
+    make_user(catalog)
+    token = catalog.issue_token("alice", ttl_s=3600)
+
+    def last_used() -> datetime | None:
+        with catalog.engine.connect() as conn:
+            value: datetime | None = conn.execute(sa.select(tokens.c.last_used_at)).scalar_one()
+            return value
+
+    assert catalog.lookup_token(token).stale is True
+    assert catalog.lookup_token(token).user_id == "alice"
+    assert last_used() is None  # a lookup never writes
+    catalog.touch_token(token)
+    assert last_used() == T0
+    assert catalog.lookup_token(token).stale is False
+    backend.clock.advance(59)
+    catalog.touch_token(token)  # within the granularity: no write
+    assert last_used() == T0
+    backend.clock.advance(1)
+    assert catalog.lookup_token(token).stale is True
+    catalog.revoke_token(token)
+    with pytest.raises(AuthFailed):
+        catalog.lookup_token(token)
+
+
 def test_purge_tokens(backend: Backend, catalog: Catalog) -> None:
     make_user(catalog)
     short = catalog.issue_token("alice", ttl_s=60)

@@ -62,6 +62,7 @@ from evault.catalog.records import (
     DocumentSummary,
     PendingVersion,
     TokenKind,
+    TokenLookup,
     UserRecord,
     VersionRecord,
     VersionState,
@@ -448,7 +449,18 @@ class Catalog:
 
     def resolve_token(self, token: str, *, kind: TokenKind | None = None) -> str:
         """The user id a live token belongs to; ``AuthFailed`` if it is unknown, expired,
-        revoked, or (when ``kind`` is given) of another kind."""
+        revoked, or (when ``kind`` is given) of another kind.  Records the use (see
+        :meth:`lookup_token`)."""
+        found = self.lookup_token(token, kind=kind)
+        if found.stale:
+            self.touch_token(token)
+        return found.user_id
+
+    def lookup_token(self, token: str, *, kind: TokenKind | None = None) -> TokenLookup:
+        """:meth:`resolve_token` without its write: one point read.  ``stale`` says that the
+        token's ``last_used_at`` is older than ``TOKEN_LAST_USED_GRANULARITY`` and should be
+        refreshed with :meth:`touch_token` (the gateway does the read on its event loop and
+        the rare write in a worker thread)."""
         if not isinstance(token, str):
             raise TypeError(f"token: expected str, got {type(token).__name__}")
         if kind is not None and kind not in TOKEN_KINDS:
@@ -467,21 +479,28 @@ class Catalog:
             or (kind is not None and row.kind != kind)
         ):
             raise AuthFailed(TOKEN_AUTH_MESSAGE)
-        if row.last_used_at is None or now - row.last_used_at >= TOKEN_LAST_USED_GRANULARITY:
-            # Bookkeeping, not a state change: no audit row (it would be one per request).
-            touch = (
-                sa.update(tokens)
-                .where(tokens.c.token_hash == digest)
-                .where(
-                    sa.or_(
-                        tokens.c.last_used_at.is_(None),
-                        tokens.c.last_used_at <= now - TOKEN_LAST_USED_GRANULARITY,
-                    )
+        stale = row.last_used_at is None or now - row.last_used_at >= TOKEN_LAST_USED_GRANULARITY
+        return TokenLookup(user_id=cast(str, row.user_id), stale=stale)
+
+    def touch_token(self, token: str) -> None:
+        """Set the token's ``last_used_at`` to now, unless it was set within
+        ``TOKEN_LAST_USED_GRANULARITY`` (bookkeeping, not a state change: no audit row)."""
+        if not isinstance(token, str):
+            raise TypeError(f"token: expected str, got {type(token).__name__}")
+        digest = _token_hash(token)
+        now = self._now()
+        touch = (
+            sa.update(tokens)
+            .where(tokens.c.token_hash == digest)
+            .where(
+                sa.or_(
+                    tokens.c.last_used_at.is_(None),
+                    tokens.c.last_used_at <= now - TOKEN_LAST_USED_GRANULARITY,
                 )
-                .values(last_used_at=now)
             )
-            self._run(lambda conn: conn.execute(touch), write=True)
-        return cast(str, row.user_id)
+            .values(last_used_at=now)
+        )
+        self._run(lambda conn: conn.execute(touch), write=True)
 
     def revoke_token(self, token: str) -> bool:
         """Revoke a token (log-out).  Idempotent: True if a live token was revoked now."""

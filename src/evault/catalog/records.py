@@ -62,6 +62,14 @@ class PendingVersion:
 
 
 @dataclass(frozen=True)
+class TokenLookup:
+    """A live token's owner; ``stale``: its last use was recorded too long ago (refresh it)."""
+
+    user_id: str
+    stale: bool
+
+
+@dataclass(frozen=True)
 class DocumentSummary:
     """A document as a listing shows it: its latest stored version and how many are stored."""
 
