@@ -263,11 +263,26 @@ def test_spare_metadata_requests_finish_and_slice_answers_are_read_to_the_end() 
 # --- SliceStream.finish ---------------------------------------------------------------------------
 
 
+class _Answer:
+    """A slice answer as a hop hands it over, its body in one piece."""
+
+    status = 200
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.headers = {HEADER_FV_HASH: "ab" * 32}
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self._body
+
+    async def aclose(self) -> None:
+        return None
+
+
 def _stream(body: bytes) -> SliceStream:
-    response = httpx.Response(200, content=body, headers={HEADER_FV_HASH: "ab" * 32})
     return SliceStream(
         3,
-        response,
+        _Answer(body),
         slice_index=2,
         leaves_bytes=32,
         fv_hash=bytes(32),
@@ -355,12 +370,13 @@ def test_a_tampered_catalog_receipt_is_still_refused() -> None:
         h.run(go)
 
 
-class _Chunked(httpx.AsyncByteStream):
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
+class _Chunked(_Answer):
+    def __init__(self, pieces: list[bytes]) -> None:
+        super().__init__(b"")
+        self.pieces = pieces
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for chunk in self.pieces:
             yield chunk
 
 
@@ -377,10 +393,9 @@ def test_read_exactly_returns_the_body_in_order_however_it_is_chunked(
     chunks = [body[a:b] for a, b in itertools.pairwise(edges)]
 
     async def go() -> list[bytes]:
-        response = httpx.Response(200, stream=_Chunked(chunks))
         stream = SliceStream(
             1,
-            response,
+            _Chunked(chunks),
             slice_index=0,
             leaves_bytes=0,
             fv_hash=bytes(32),

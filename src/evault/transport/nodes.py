@@ -1,24 +1,15 @@
 """The gateway's client of the node protocol (``docs/spec/node-protocol.md``).
 
-One :class:`NodeSet` owns one httpx transport per node
-(``evault.transport.asyncio_net.PooledTransport``: httpcore's pool on asyncio streams, whose TLS
-the event loop does in compiled code): HTTP/1.1 with a pool of persistent connections (the
-paper, §2.2 and §3: a connection per request was the bottleneck), mutual TLS through the
-cluster's client ``SSLContext``, and explicit connect/read/write/pool time-outs carried by
-every request.  It hands out one :class:`NodeClient` per node; each request names the node's
-certificate name as SNI / verified host name, so a node reached by IP address still proves it
-is ``node-<i>``.
-
-Requests go to the transport directly, not through an ``httpx.AsyncClient``: the client's
-layers (URL and header merging, auth, redirects, cookies) are of no use on this hop and cost
-about 0.2 ms of CPU per request, a quarter of the request's whole cost (measured against a
-live node).  A :class:`NodeClient` built on an ``httpx.AsyncClient`` (tests with an ASGI
-transport) sends the same requests through it.
+One :class:`NodeSet` hands out one :class:`NodeClient` per node.  A client speaks the protocol
+over a :class:`~evault.transport.hop.Hop`: on the real network one aiohttp session per node
+(``evault.transport.hop.AiohttpHop``: persistent HTTP/1.1 connections with mutual TLS, each
+request naming the node's certificate name as SNI and verified host name, explicit
+time-outs); in tests any httpx client or transport (an ASGI app, a mock, a fake cluster).
 
 Errors
 ------
 Every failure below this module is translated in exactly one place, :func:`_translate`, into
-the evault tree; no ``httpx`` (or ``h11``/``ssl``/``OSError``) exception escapes::
+the evault tree; no ``aiohttp`` or ``httpx`` (or ``ssl``/``OSError``) exception escapes::
 
     NodeUnreachable (TransportError)  connect refused, reset, TLS failure, broken stream
     └── NodeTimeout                   connect/read/write/pool time-out
@@ -38,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlencode
 
+import aiohttp
 import httpx
 
 from evault.errors import (
@@ -72,16 +64,13 @@ from evault.protocol.node_api import (
     is_object_id,
     node_name,
 )
-from evault.transport.asyncio_net import PooledTransport
+from evault.transport.hop import AiohttpHop, Answer, Content, Hop, HttpxHop
 
 #: Cap on any JSON answer a node sends (a deposit answer is a few KiB: statement, FV, share).
 MAX_ANSWER_BYTES: Final = 1024 * 1024
-#: Headers of every request (httpx adds Host, and Content-Length or chunked framing).
+#: Headers of every request (the hop adds Host, and Content-Length or chunked framing).
+#: Slices are incompressible and compression would only cost CPU on both ends.
 _HEADERS: Final = {"Accept-Encoding": "identity"}
-
-# httpcore asks ``import sniffio`` several times per request (its locks and shields); sniffio is
-# therefore a declared dependency: without it each failed import searches sys.path again (~50 us,
-# 4% of the gateway's CPU on small retrievals).
 
 
 @dataclass(frozen=True)
@@ -106,14 +95,13 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class PoolLimits:
-    """Connection pool limits of each node's pool.
+    """Connection pool limits of each node's pool (every node has a pool of its own).
 
-    Each node has a pool of its own: httpcore walks every connection of a pool on each request
-    (and compares counts per connection), so one pool for all nodes, grown by a burst of
-    deposits to ~75 connections, doubled the gateway's CPU per small retrieval afterwards.
-    ``max_keepalive_connections`` covers a node's share of a busy moment (one connection per
-    concurrent deposit or retrieval); more simultaneous requests still get connections, up to
-    ``max_connections``, which are closed when they go idle.
+    ``max_connections`` bounds the connections open to one node at once (one per concurrent
+    deposit or retrieval using it); a connection read to its end goes back to the pool and is
+    closed after ``keepalive_expiry_s`` unused.  ``max_keepalive_connections`` bounds the idle
+    ones kept only on the httpx hop used by tests (aiohttp keeps every idle connection until
+    it expires).
     """
 
     max_connections: int = 128
@@ -154,6 +142,8 @@ def _translate(exc: BaseException, node: int, op: str) -> EvaultError | None:
             # A message parser (evault.protocol.node_api) refused the answer.
             return BadNodeAnswer(node, op, exc.message)
         return exc
+    if isinstance(exc, aiohttp.ClientError | TimeoutError):
+        return _translate_aiohttp(exc, node, op)
     if isinstance(exc, httpx.TimeoutException):
         phase = {
             httpx.ConnectTimeout: "connecting",
@@ -181,8 +171,31 @@ def _translate(exc: BaseException, node: int, op: str) -> EvaultError | None:
     return None
 
 
+def _translate_aiohttp(exc: Exception, node: int, op: str) -> EvaultError:
+    """An aiohttp failure (or a time-out, which only the hop can raise inside ``_mapped``)."""
+    if isinstance(exc, TimeoutError):  # aiohttp's time-outs are TimeoutErrors too
+        phase = (
+            "connecting"
+            if isinstance(exc, aiohttp.ConnectionTimeoutError)
+            else "waiting for data"
+            if isinstance(exc, aiohttp.SocketTimeoutError)
+            else "waiting"
+        )
+        return NodeTimeout(node, op, f"timed out {phase}")
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, TLS handshake, certificate
+        return NodeUnreachable(node, op, f"cannot connect: {_reason(exc)}")
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        # A body cut short or malformed, an unparsable status line or header block.
+        return BadNodeAnswer(node, op, f"HTTP protocol violation: {_reason(exc)}")
+    # Disconnected, reset, other socket and URL errors: the node cannot be used now.
+    return NodeUnreachable(node, op, f"{type(exc).__name__}: {_reason(exc)}")
+
+
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
+    try:
+        text = str(exc).strip()
+    except Exception:  # a library exception whose __str__ needs fields it was not given
+        text = ""
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
@@ -211,7 +224,7 @@ class SliceStream:
     def __init__(
         self,
         node: int,
-        response: httpx.Response,
+        answer: Answer,
         *,
         slice_index: int,
         leaves_bytes: int,
@@ -228,7 +241,7 @@ class SliceStream:
         # Chunks as the network delivers them (no waiting to fill a buffer), kept as a list so
         # that a piece is copied once, when it is joined: a block of a 10 MiB document is about
         # 350 KB, and every extra copy of it costs as much as hashing it.
-        self._chunks = response.aiter_bytes()
+        self._chunks = answer.chunks()
         self._pending: list[bytes | memoryview] = []
         self._pending_bytes = 0
         self._received = 0
@@ -300,27 +313,31 @@ class NodeClient:
         self,
         index: int,
         base_url: str,
-        http: httpx.AsyncClient | httpx.AsyncBaseTransport,
+        http: Hop | httpx.AsyncClient | httpx.AsyncBaseTransport,
         *,
         tls_name: str | None = None,
         timeouts: Timeouts | None = None,
     ) -> None:
-        """``http``: the :class:`NodeSet`'s transport, or a client (its time-outs apply unless
+        """``http``: the node's :class:`~evault.transport.hop.Hop` (a :class:`NodeSet` makes
+        them), or an httpx client or transport, for tests (a client's time-outs apply unless
         ``timeouts`` is given; over a bare transport they default to :class:`Timeouts`)."""
         if not isinstance(index, int) or index < 1:
             raise ValueError("index: must be an integer >= 1")
         self.index = index
         self.base_url = base_url.rstrip("/")
         self.tls_name = tls_name or node_name(index)
-        self._http = http
-        # httpcore verifies the certificate against the SNI name when it is given, so the
-        # node must prove it is node-<i> even when the URL holds an IP address.
-        self._extensions: dict[str, Any] = {"sni_hostname": self.tls_name}
-        if timeouts is not None or not isinstance(http, httpx.AsyncClient):
-            self._extensions["timeout"] = (timeouts or Timeouts()).to_httpx().as_dict()
+        self._hop: Hop = (
+            HttpxHop(http, tls_name=self.tls_name, timeouts=timeouts)
+            if isinstance(http, httpx.AsyncClient | httpx.AsyncBaseTransport)
+            else http
+        )
 
     def __repr__(self) -> str:
         return f"NodeClient({self.index}, {self.base_url!r})"
+
+    async def aclose(self) -> None:
+        """Close the hop (its pooled connections) if this client owns it."""
+        await self._hop.aclose()
 
     def _url(self, path: str) -> str:
         return self.base_url + path
@@ -335,37 +352,28 @@ class NodeClient:
         expect: int,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
-        content: AsyncIterator[bytes] | None = None,
+        content: Content = None,
         also: tuple[int, ...] = (),
-    ) -> AsyncIterator[httpx.Response]:
-        """Send a request and yield the streaming response once its status is ``expect``
-        (or one of ``also``); the response is closed when the block ends."""
+    ) -> AsyncIterator[Answer]:
+        """Send a request and yield the streaming answer once its status is ``expect``
+        (or one of ``also``); the answer is closed when the block ends."""
         url = self._url(path)
         if params:
             url += "?" + urlencode(params)
         with _mapped(self.index, op):
-            request = httpx.Request(
-                method,
-                url,
-                # Slices are incompressible and compression would only cost CPU on both ends.
-                headers={**_HEADERS, **headers} if headers else _HEADERS,
-                content=content,
-                extensions=self._extensions,
+            answer = await self._hop.send(
+                method, url, {**_HEADERS, **headers} if headers else _HEADERS, content
             )
-            if isinstance(self._http, httpx.AsyncClient):
-                response = await self._http.send(request, stream=True)
-            else:
-                response = await self._http.handle_async_request(request)
             try:
-                if response.status_code != expect and response.status_code not in also:
-                    await self._raise_error_answer(op, response)
-                yield response
+                if answer.status != expect and answer.status not in also:
+                    await self._raise_error_answer(op, answer)
+                yield answer
             finally:
-                await response.aclose()
+                await answer.aclose()
 
-    async def _read_json(self, op: str, response: httpx.Response) -> Any:
+    async def _read_json(self, op: str, answer: Answer) -> Any:
         body = bytearray()
-        async for chunk in response.aiter_bytes():
+        async for chunk in answer.chunks():
             body += chunk
             if len(body) > MAX_ANSWER_BYTES:
                 raise BadNodeAnswer(self.index, op, f"answer over {MAX_ANSWER_BYTES} bytes")
@@ -374,10 +382,10 @@ class NodeClient:
         except (UnicodeDecodeError, ValueError) as exc:
             raise BadNodeAnswer(self.index, op, f"answer is not JSON: {exc}") from exc
 
-    async def _raise_error_answer(self, op: str, response: httpx.Response) -> None:
-        status = response.status_code
+    async def _raise_error_answer(self, op: str, answer: Answer) -> None:
+        status = answer.status
         try:
-            obj = await self._read_json(op, response)
+            obj = await self._read_json(op, answer)
         except BadNodeAnswer:
             obj = None
         error = obj.get("error") if isinstance(obj, dict) else None
@@ -447,7 +455,7 @@ class NodeClient:
         async with self._request("slice", "GET", path, expect=200, params=params) as response:
             yield self._slice_stream(response, from_segment)
 
-    def _slice_stream(self, response: httpx.Response, from_segment: int) -> SliceStream:
+    def _slice_stream(self, response: Answer, from_segment: int) -> SliceStream:
         def header_int(name: str) -> int:
             text = response.headers.get(name, "")
             if not text.isdigit() or len(text) > 18:
@@ -484,7 +492,8 @@ class NodeClient:
         _check_object_id(object_id)
         path = PATH_OBJECT.format(object_id=object_id)
         async with self._request("delete", "DELETE", path, expect=204) as response:
-            await response.aread()
+            async for _ in response.chunks():  # read to its end: the connection stays pooled
+                pass
 
     # -- confidentiality (issue 6): unwrap keys and partial unwraps ----------------------
 
@@ -500,7 +509,7 @@ class NodeClient:
         async with self._request(
             op, method, path, expect=expect[0], headers=headers, content=once(), also=expect[1:]
         ) as response:
-            return response.status_code, await self._read_json(op, response)
+            return response.status, await self._read_json(op, response)
 
     async def put_unwrap_key(self, owner_id: str, deposit: KeyDeposit) -> KeyDepositResult:
         """Relay one sealed unwrap-key share (``PUT /v1/unwrap-keys/{owner_id}``)."""
@@ -569,37 +578,27 @@ class NodeSet:
             raise ValueError("nodes: need at least one node, each index once")
         self.timeouts = timeouts or Timeouts()
         pool = limits or PoolLimits()
-
-        def pooled() -> httpx.AsyncBaseTransport:
-            # Redirects are never followed and no cookie is kept: a bare transport does neither.
-            return PooledTransport(
-                ssl_context=ssl_context,
-                max_connections=pool.max_connections,
-                max_keepalive_connections=pool.max_keepalive_connections,
-                keepalive_expiry_s=pool.keepalive_expiry_s,
+        self._transport = transport
+        # A transport given by a test serves every node; otherwise each node has its own
+        # aiohttp session, so its pool holds only that node's few connections.
+        self.clients: dict[int, NodeClient] = {}
+        for node in sorted(nodes, key=lambda node: node.index):
+            tls_name = node.tls_name or node_name(node.index)
+            hop: Hop | httpx.AsyncBaseTransport = transport or AiohttpHop(
+                tls_name=tls_name, ssl_context=ssl_context, timeouts=self.timeouts, limits=pool
             )
-
-        # A transport given by a test serves every node; otherwise each node has its own pool.
-        self._transports: dict[int, httpx.AsyncBaseTransport] = {
-            node.index: transport or pooled() for node in nodes
-        }
-        self.clients: dict[int, NodeClient] = {
-            node.index: NodeClient(
-                node.index,
-                node.url,
-                self._transports[node.index],
-                tls_name=node.tls_name,
-                timeouts=self.timeouts,
+            self.clients[node.index] = NodeClient(
+                node.index, node.url, hop, tls_name=tls_name, timeouts=self.timeouts
             )
-            for node in sorted(nodes, key=lambda node: node.index)
-        }
 
     def __getitem__(self, index: int) -> NodeClient:
         return self.clients[index]
 
     async def aclose(self) -> None:
-        for transport in {id(t): t for t in self._transports.values()}.values():
-            await transport.aclose()
+        for client in self.clients.values():
+            await client.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
 
     async def __aenter__(self) -> NodeSet:
         return self
