@@ -28,6 +28,7 @@ import json
 import math
 import re
 import secrets
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,7 @@ from evault.catalog.engine import (
     SQLITE_BEGIN_OPTION,
     create_catalog_engine,
 )
+from evault.catalog.fastread import PreparedRead, SqlitePointReads
 from evault.catalog.names import (
     MAX_CONTACT_CHARS,
     MAX_PROFILE_NAME_CHARS,
@@ -149,6 +151,20 @@ class Catalog:
         dialect = self._engine.dialect
         insert_module: Any = sqlite if dialect.name == "sqlite" else postgresql
         self._insert: Callable[[sa.Table], Any] = insert_module.insert
+        # The point reads of every request skip SQLAlchemy's machinery on SQLite (always a
+        # file: see create_catalog_engine), see evault.catalog.fastread; PostgreSQL reads go
+        # through the engine.
+        self._fast: SqlitePointReads | None = None
+        if dialect.name == "sqlite":
+            self._fast = SqlitePointReads(str(self._engine.url.database), busy_timeout_ms)
+            self._fast_reads = {
+                key: PreparedRead(statement, dialect)
+                for key, statement in (
+                    ("token", _TOKEN_LOOKUP),
+                    ("latest", _LATEST_VERSION),
+                    ("one", _ONE_VERSION),
+                )
+            }
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -182,6 +198,8 @@ class Catalog:
 
     def close(self) -> None:
         """Close every pooled connection.  The catalog must not be used afterwards."""
+        if self._fast is not None:
+            self._fast.close()
         self._engine.dispose()
 
     def __enter__(self) -> Catalog:
@@ -226,7 +244,16 @@ class Catalog:
                 raise self._database_error(exc) from exc
         raise RuntimeError("unreachable: the loop returns or raises")
 
-    def _database_error(self, exc: SQLAlchemyError) -> CatalogError:
+    def _point_read(self, key: str, statement: sa.Select[Any], params: dict[str, Any]) -> Any:
+        """The first row of a point read (None if there is none), the fast way on SQLite."""
+        if self._fast is None:
+            return self._run(lambda conn: conn.execute(statement, params).first(), write=False)
+        try:
+            return self._fast.first(self._fast_reads[key], params)
+        except sqlite3.Error as exc:
+            raise self._database_error(exc) from exc
+
+    def _database_error(self, exc: SQLAlchemyError | sqlite3.Error) -> CatalogError:
         if isinstance(exc, PoolTimeout):
             return CatalogError(
                 "the catalog is overloaded: no database connection became free in time",
@@ -467,10 +494,7 @@ class Catalog:
             raise ValueError(f"kind: expected one of {TOKEN_KINDS} or None, got {kind!r}")
         if not token or len(token) > MAX_TOKEN_CHARS:
             raise AuthFailed(TOKEN_AUTH_MESSAGE)
-        digest = _token_hash(token)
-        row = self._run(
-            lambda conn: conn.execute(_TOKEN_LOOKUP, {"token_hash": digest}).first(), write=False
-        )
+        row = self._point_read("token", _TOKEN_LOOKUP, {"token_hash": _token_hash(token)})
         now = self._now()
         if (
             row is None
@@ -735,10 +759,14 @@ class Catalog:
         validate_document_name(name)
         if version is not None:
             _check_int("version", version, low=1)
-        return self._run(
-            lambda conn: _fetch_version(conn, uid, name, version, state="stored"),
-            write=False,
-        )
+        params: dict[str, Any] = {"owner": uid, "name": name, "state": "stored"}
+        if version is None:
+            row = self._point_read("latest", _LATEST_VERSION, params)
+        else:
+            row = self._point_read("one", _ONE_VERSION, params | {"version": version})
+        if row is None:
+            raise _version_not_found(name, version)
+        return _version_record(row)
 
     def list_versions(self, owner: str, name: str) -> list[VersionRecord]:
         """The stored versions of a document, oldest first.  ``NotFound`` if there are none."""
