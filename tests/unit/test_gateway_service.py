@@ -687,9 +687,12 @@ def test_round_trip_sizes(size: int) -> None:
     assert got == data
 
 
+@pytest.mark.parametrize("checked_in", ["reader", "worker thread"])
 def test_node_flipping_bytes_is_named_and_bytes_are_right(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, checked_in: str
 ) -> None:
+    if checked_in == "worker thread":  # big segments: blocks checked where they are decoded
+        monkeypatch.setattr("evault.gateway.rebuild.INLINE_DECODE_BYTES", 0)
     h = Harness(cluster())
     data = document(6 * SEGMENT)
     h.deposit(data)

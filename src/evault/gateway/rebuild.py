@@ -28,7 +28,7 @@ import hmac
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from evault.catalog.records import VersionRecord
 from evault.errors import (
@@ -57,8 +57,8 @@ log = logging.getLogger("evault.gateway")
 
 #: A slice stream whose blocks nobody takes for this long releases its connection.
 READER_IDLE_S = 60.0
-#: Segments up to this size are decoded and hashed on the event loop, bigger ones in a worker
-#: thread, so that the loop keeps moving bytes meanwhile.  (Blocks are checked on the loop: a
+#: Segments up to this size are checked, decoded and hashed on the event loop, bigger ones in a
+#: worker thread (one hand-off per segment), so that the loop keeps moving bytes meanwhile.  (A
 #: thread hop per block cost more CPU than it freed, measured on 10 MiB retrievals.)
 INLINE_DECODE_BYTES = 64 * 1024
 #: Fingerprint vectors kept by :class:`FVCache` (n roots of 32 bytes each: ~0.5 MB at n = 5).
@@ -172,6 +172,8 @@ class _SliceReader:
         self._idle_s = idle_s
         #: set when the reader gave up its connection because nobody took its blocks
         self.idle = False
+        #: the slice's checked leaf list, set before the first block is queued
+        self.verifier: SliceVerifier | None = None
         self.task: asyncio.Task[None] = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
@@ -190,9 +192,12 @@ class _SliceReader:
                 )
             raw = await stream.read_exactly(stream.leaves_bytes)
             verifier = SliceVerifier(self._fv.roots[j], j, leaves_from_bytes(raw, count))
+            self.verifier = verifier
             for i in range(self._from, count):
                 block = await stream.read_exactly(layout.block_bytes(i))
-                verifier.verify(i, block)
+                if layout.segment_len(i) <= INLINE_DECODE_BYTES:
+                    verifier.verify(i, block)
+                # else: checked by DocumentReader._segment in its worker thread, with the decode
                 if i == count - 1:
                     # Read the answer to its end before handing the last block over, so the
                     # connection goes back to the pool now (and is never dropped by a close).
@@ -250,6 +255,31 @@ class _SliceReader:
             self.task.cancel()
         with contextlib.suppress(BaseException):
             await self.task
+
+
+def _verify_and_decode(
+    i: int,
+    blocks: dict[int, bytes],
+    owners: dict[int, _SliceReader],
+    layout: Layout,
+    hasher: Any,
+) -> tuple[bytes | None, dict[int, SliceCorrupt]]:
+    """Segment ``i``: check each block against its leaf, then decode and hash it (in a worker
+    thread).  (None, {slice: error}) if any block fails."""
+    failures: dict[int, SliceCorrupt] = {}
+    for j, block in blocks.items():
+        verifier = owners[j].verifier
+        if verifier is None:  # pragma: no cover - set before any block is queued
+            raise RuntimeError(f"slice reader of node {owners[j].node} has no leaf list")
+        try:
+            verifier.verify(i, block)
+        except SliceCorrupt as exc:
+            failures[j] = exc
+    if failures:
+        return None, failures
+    data = layout.codec.decode(blocks, layout.segment_len(i))
+    hasher.update(data)
+    return data, failures
 
 
 class DocumentReader:
@@ -421,34 +451,51 @@ class DocumentReader:
         self._start_reader(choice.node, segment)
 
     async def _segment(self, i: int) -> bytes:
-        """Rebuild segment ``i`` from m verified blocks, replacing nodes that fail."""
-        blocks: dict[int, bytes] = {}
-        while len(blocks) < self.statement.m:
-            waiting = [r for r in self.readers.values() if r.slice_index not in blocks]
-            results = await asyncio.gather(
-                *(r.next_block(i, self.s.slow_node_s) for r in waiting), return_exceptions=True
-            )
-            for reader, result in zip(waiting, results, strict=True):
-                if isinstance(result, bytes):
-                    blocks[reader.slice_index] = result
-                elif isinstance(result, _ReaderIdle):
-                    log.info("%s: reopening node %d at segment %d", self.what, reader.node, i)
-                    self._start_reader(reader.node, i)
-                elif isinstance(result, EvaultError):
-                    await self._replace(reader, result, i)
-                else:
-                    raise result
+        """Rebuild segment ``i`` from m verified blocks, replacing nodes that fail.
+
+        Blocks of small segments arrive verified (by their readers, on the event loop).  Those
+        of big segments are verified here, in the worker thread that decodes and hashes the
+        segment: SHA-256 releases the GIL, so the loop keeps moving bytes meanwhile, at no extra
+        thread hand-off.  A block that fails its leaf gets its node replaced, and the segment
+        is decoded only once all m blocks passed.
+        """
         layout, hasher = self.layout, self.hasher
-        codec = layout.codec
+        codec, m = layout.codec, self.statement.m
+        blocks: dict[int, bytes] = {}
+        owners: dict[int, _SliceReader] = {}
+        while True:
+            while len(blocks) < m:
+                waiting = [r for r in self.readers.values() if r.slice_index not in blocks]
+                results = await asyncio.gather(
+                    *(r.next_block(i, self.s.slow_node_s) for r in waiting),
+                    return_exceptions=True,
+                )
+                for reader, result in zip(waiting, results, strict=True):
+                    if isinstance(result, bytes):
+                        blocks[reader.slice_index] = result
+                        owners[reader.slice_index] = reader
+                    elif isinstance(result, _ReaderIdle):
+                        log.info("%s: reopening node %d at segment %d", self.what, reader.node, i)
+                        self._start_reader(reader.node, i)
+                    elif isinstance(result, EvaultError):
+                        await self._replace(reader, result, i)
+                    else:
+                        raise result
 
-        def decode() -> bytes:
-            data = codec.decode(blocks, layout.segment_len(i))
-            hasher.update(data)
-            return data
+            if layout.segment_len(i) <= INLINE_DECODE_BYTES:
+                # Verified on arrival; cheaper here than the hand-off to a worker thread.
+                data = codec.decode(blocks, layout.segment_len(i))
+                hasher.update(data)
+                return data
 
-        if layout.segment_len(i) <= INLINE_DECODE_BYTES:
-            return decode()  # cheaper than the hand-off to a worker thread
-        return await asyncio.to_thread(decode)
+            rebuilt, failures = await asyncio.to_thread(
+                _verify_and_decode, i, blocks, owners, layout, hasher
+            )
+            if rebuilt is not None:
+                return rebuilt
+            for j, exc in failures.items():
+                del blocks[j]
+                await self._replace(owners.pop(j), exc, i)
 
     def _check_digest(self) -> None:
         actual = self.hasher.hexdigest()
