@@ -397,3 +397,18 @@ def test_hotspots_by_self_and_inclusive_time() -> None:
     assert hotspots("").samples == 0
     with pytest.raises(ValueError, match="top"):
         hotspots(_COLLAPSED, top=0)
+
+
+def test_machine_speed_is_measured_and_reported() -> None:
+    speed = bench.machine_speed(repeats=1)
+    assert set(speed) == {"python_loop_ns", "sha256_MB_per_s", "modexp3072_ms"}
+    # Plausible for any machine this runs on: a loop iteration takes nanoseconds, not micro-
+    # seconds; SHA-256 runs at tens of MB/s at least; a 3072-bit modexp takes milliseconds.
+    assert 1 < speed["python_loop_ns"] < 1000
+    assert 20 < speed["sha256_MB_per_s"] < 20_000
+    assert 0.1 < speed["modexp3072_ms"] < 500
+    meta = {"key_bits": 3072, "machine_speed": speed}
+    report = bench.markdown_report(_fake_results(), plan_bench(quick=True).settings, meta, {}, [])
+    assert f"SHA-256 {speed['sha256_MB_per_s']} MB/s" in report
+    assert summary(_fake_results(), meta)["machine_speed"] == speed
+    assert "This machine" not in bench.markdown_report(_fake_results(), [], {}, {}, [])

@@ -797,6 +797,44 @@ def _contention_warning(results: Sequence[PointResult]) -> list[str]:
     ]
 
 
+# --- how fast is this machine (measured in the same run) -----------------------------------------
+
+
+def machine_speed(*, repeats: int = 3) -> dict[str, float]:
+    """Three single-core yardsticks, best of ``repeats``, so that figures from different
+    machines can be compared: the interpreter (ns per iteration of an empty Python loop: the
+    gateway and the nodes are mostly Python), SHA-256 (MB/s over 16 MiB: what every byte of a
+    document costs three times) and a 3072-bit modular exponentiation with a full-size
+    exponent (ms, gmpy2: the unit of a signature share)."""
+    import gmpy2
+
+    rng = random.Random(7)
+    loop_ns = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(1_000_000):
+            pass
+        loop_ns = min(loop_ns, (time.perf_counter() - start) * 1e3)
+    data = rng.randbytes(16 << 20)
+    sha_s = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        hashlib.sha256(data).digest()
+        sha_s = min(sha_s, time.perf_counter() - start)
+    modulus = gmpy2.mpz(rng.getrandbits(3072) | (1 << 3071) | 1)
+    base, exponent = gmpy2.mpz(rng.getrandbits(3070)), gmpy2.mpz(rng.getrandbits(3072))
+    modexp_s = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        gmpy2.powmod(base, exponent, modulus)
+        modexp_s = min(modexp_s, time.perf_counter() - start)
+    return {
+        "python_loop_ns": round(loop_ns, 1),
+        "sha256_MB_per_s": round(len(data) / sha_s / 1e6, 1),
+        "modexp3072_ms": round(modexp_s * 1e3, 2),
+    }
+
+
 def markdown_report(
     results: Sequence[PointResult],
     settings: Sequence[VaultSetting],
@@ -812,6 +850,7 @@ def markdown_report(
         f"{meta.get('client_procs')} load-generator process(es) · "
         f"{'quick' if meta.get('quick') else 'full'} run in {meta.get('run_s', '?')} s · "
         f"commit {meta.get('commit') or '?'}",
+        *_speed_line(meta),
         "",
         "Rates are sustained operations per minute with C clients, each on one persistent "
         "HTTPS connection; times are one client's (Figure 4), client-side, and as logged by "
@@ -829,6 +868,18 @@ def markdown_report(
     if plots:
         lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in plots)]
     return "\n".join(lines) + "\n"
+
+
+def _speed_line(meta: Mapping[str, Any]) -> list[str]:
+    speed = meta.get("machine_speed")
+    if not isinstance(speed, Mapping):
+        return []
+    return [
+        "",
+        f"This machine, one core (compare before comparing figures across machines): an empty "
+        f"Python loop {speed.get('python_loop_ns')} ns per iteration · SHA-256 "
+        f"{speed.get('sha256_MB_per_s')} MB/s · 3072-bit modexp {speed.get('modexp3072_ms')} ms.",
+    ]
 
 
 # --- the client's own fingerprint vector ---------------------------------------------------------
@@ -1324,6 +1375,7 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True, log_path=False)
     py_spy = _find_py_spy() if plan.profile else None
+    speed = machine_speed()  # before any vault process runs
     started = time.monotonic()
     results: list[PointResult] = []
     profiles: dict[str, Hotspots] = {}
@@ -1409,6 +1461,7 @@ def run(
         "py_spy": bool(py_spy),
         "run_s": round(time.monotonic() - started, 1),
         "commit": _source_commit(),
+        "machine_speed": speed,
     }
     plot_paths = write_plots(results, out_dir)
     doc = {
