@@ -32,6 +32,7 @@ from evault.protocol.node_api import (
     HEADER_SHA256,
     DepositResult,
     Proposal,
+    ShareAnswer,
 )
 from evault.protocol.statement import Statement, format_time
 from evault.transport import tls
@@ -183,7 +184,12 @@ def test_node_process_serves_the_gateway_only_and_stops_on_sigterm(
         result = DepositResult.from_json_obj(response.json(), n=config.cluster.n)
         assert Statement.from_bytes(result.statement).sha256 == sha
         public = keyfiles.read_threshold_public(config.threshold_public)
-        share = result.share
+        # The answer carries the share alone; GET .../share gives it with a proof that verifies.
+        assert not result.share.proven
+        answer = client.get(f"{node.url}/v1/objects/{proposal.object_id()}/share")
+        assert answer.status_code == 200, answer.text
+        share = ShareAnswer.from_json_obj(answer.json()).share
+        assert share.value == result.share.value
         threshold_rsa.verify_share(
             public,
             result.statement,

@@ -52,6 +52,7 @@ from evault.protocol.node_api import (
     DepositResult,
     ObjectMeta,
     Proposal,
+    ShareAnswer,
     WireShare,
     error_body,
 )
@@ -220,6 +221,7 @@ class Faults:
     slice_fail_at: int | None = None  # connection breaks before this segment's block
     slice_hang_at: int | None = None  # stops sending before this segment's block
     lose_objects: bool = False  # answers 404 for everything it holds
+    share_down: bool = False  # GET .../share fails to connect
 
 
 class _Stream(httpx.AsyncByteStream):
@@ -241,6 +243,8 @@ class FakeNode:
     body_bytes_read: int = 0
     #: makes this node's signature share (default: the fake scheme FakeCombiner checks)
     sign: Callable[[int, bytes], WireShare] | None = None
+    #: deposit answers carry the share's value alone; GET .../share gives it with its proof
+    unproven_shares: bool = False
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         self.log.append((request.method, request.url.path, dict(request.url.params)))
@@ -260,7 +264,22 @@ class FakeNode:
             return self._meta(obj)
         if request.method == "GET" and len(parts) == 4 and parts[3] == "slice":
             return self._slice(obj, int(request.url.params.get("from_segment", "0")))
+        if request.method == "GET" and len(parts) == 4 and parts[3] == "share":
+            if self.faults.share_down:
+                raise httpx.ConnectError("connection refused", request=request)
+            share = self._share(obj.statement)
+            return httpx.Response(200, json=ShareAnswer(self.index, share).to_json_obj())
         return httpx.Response(404, json=error_body("unknown_path", "no such path"))
+
+    def _share(self, statement: bytes) -> WireShare:
+        """This node's share with its proof (a bad one keeps the proof of the right value)."""
+        if self.sign is not None:
+            share = self.sign(self.index, statement)
+        else:
+            share = WireShare(self.index, fake_share_value(statement, self.index), 1, 1)
+        if self.faults.bad_share:
+            share = replace(share, value=share.value + 1)
+        return share
 
     async def _deposit(self, request: httpx.Request, oid: str) -> httpx.Response:
         proposal = Proposal.from_header(request.headers[HEADER_PROPOSAL])
@@ -309,12 +328,9 @@ class FakeNode:
         sent_fv = roots if not self.faults.bad_fv else (bytes(32), *roots[1:])
         leaves = fingerprints.slices[j].leaves()
         self.objects[oid] = StoredObject(statement, tuple(roots), leaves, mine)
-        if self.sign is not None:
-            share = self.sign(self.index, statement)
-        else:
-            share = WireShare(self.index, fake_share_value(statement, self.index), 1, 1)
-        if self.faults.bad_share:
-            share = replace(share, value=share.value + 1)
+        share = self._share(statement)
+        if self.unproven_shares:  # as real nodes answer: the proof only on demand
+            share = WireShare(share.index, share.value)
         answer = DepositResult(self.index, statement, share, sent_fv)
         return httpx.Response(201, json=answer.to_json_obj())
 

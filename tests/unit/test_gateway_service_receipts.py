@@ -141,3 +141,69 @@ def test_config_with_a_key_for_another_quorum_is_refused(
     config = replace(config, cluster=replace(config.cluster, k=5))
     with pytest.raises(ConfigError, match="4-of-5 key"):
         VaultService(config, FakeCatalog())
+
+
+def unproven_harness(key: VaultKey, n: int, m: int, k: int) -> Harness:
+    """Nodes as real ones answer: deposit answers carry the share alone, GET .../share gives
+    it with its proof (proofs on demand)."""
+    h = real_harness(key, n, m, k)
+    for node in h.nodes.values():
+        node.unproven_shares = True
+    return h
+
+
+def share_requests(h: Harness) -> list[int]:
+    return sorted(
+        node.index
+        for node in h.nodes.values()
+        for method, path, _ in node.log
+        if method == "GET" and path.endswith("/share")
+    )
+
+
+def test_honest_unproven_shares_combine_without_asking_for_proofs(
+    vault_key_2048: VaultKey,
+) -> None:
+    h = unproven_harness(vault_key_2048, 5, 3, 4)
+    outcome = h.deposit(document(3000))
+    assert pss_verifies(vault_key_2048, outcome.statement, outcome.signature)
+    assert share_requests(h) == []
+    assert outcome.faulty == {} and outcome.failed == {}
+
+
+def test_a_bad_unproven_share_gets_proofs_asked_for_and_its_node_named(
+    vault_key_2048: VaultKey,
+) -> None:
+    h = unproven_harness(vault_key_2048, 5, 3, 4)
+    h.nodes[2].faults.bad_share = True  # among the first k: the optimistic combination fails
+    data = document(3000)
+    outcome = h.deposit(data)
+    assert pss_verifies(vault_key_2048, outcome.statement, outcome.signature)
+    assert share_requests(h) == [1, 2, 3, 4, 5]
+    assert set(outcome.faulty) == {2} and "proof of correctness" in outcome.faulty[2]
+    got, _ = h.retrieve()
+    assert got == data
+
+
+def test_an_unproven_share_still_fills_a_gap_when_its_proof_does_not_come(
+    vault_key_2048: VaultKey,
+) -> None:
+    """Node 1 lies, node 3 cannot be asked for its proof: the three proven good shares and
+    node 3's unproven one make a signature that verifies."""
+    h = unproven_harness(vault_key_2048, 5, 3, 4)
+    h.nodes[1].faults.bad_share = True
+    h.nodes[3].faults.share_down = True
+    outcome = h.deposit(document(700))
+    assert pss_verifies(vault_key_2048, outcome.statement, outcome.signature)
+    assert set(outcome.faulty) == {1}
+    assert set(outcome.failed) == {3} and "share" in outcome.failed[3]
+
+
+def test_too_few_proven_shares_fail_the_deposit(paper_key_2048: VaultKey) -> None:
+    h = unproven_harness(paper_key_2048, 3, 2, 3)
+    h.nodes[2].faults.bad_share = True
+    with pytest.raises(DepositFailed) as info:
+        h.deposit(document(500), name="refused.bin")
+    assert set(info.value.failed) == {2}
+    assert "proof of correctness" in info.value.failed[2]
+    assert h.catalog.state("alice", "refused.bin", 1) == "failed"

@@ -58,6 +58,7 @@ from evault.protocol.node_api import (
     DepositResult,
     ObjectMeta,
     Proposal,
+    ShareAnswer,
     WireShare,
     b64url_encode,
     object_id,
@@ -146,7 +147,8 @@ class Node:
         self.settings = NodeSettings(
             index=index, vault=VAULT, cluster=cluster, max_object_bytes=MAX_OBJECT
         )
-        self.signer = ShareSigner(self.public, shares[index - 1], index=index)
+        self.key_share = shares[index - 1]
+        self.signer = ShareSigner(self.public, self.key_share, index=index)
         self.clock = NOW
         self.service = NodeService(
             self.settings,
@@ -237,9 +239,16 @@ async def test_deposit_answer_is_a_checked_statement_fv_and_valid_share(
     assert result.fv == expected_fv.roots
     assert statement.fv_hash == expected_fv.fv_hash().hex()
 
-    # The share is node 3's, over exactly the statement bytes, and its proof verifies.
-    assert result.share.index == INDEX
-    threshold_rsa.verify_share(node.public, result.statement, _share(result.share))
+    # The share is node 3's, alone (proofs on demand); GET .../share gives the same value with
+    # a proof over exactly the statement bytes, and the proof verifies.
+    assert result.share.index == INDEX and not result.share.proven
+    answer = await node.client.get(_obj(proposal) + "/share")
+    assert answer.status_code == 200, answer.text
+    proven = ShareAnswer.from_json_obj(answer.json())
+    assert proven.node == INDEX and proven.share.value == result.share.value
+    threshold_rsa.verify_share(node.public, result.statement, _share(proven.share))
+    with pytest.raises(InvalidShare, match="no proof"):
+        threshold_rsa.verify_share(node.public, result.statement, _share(result.share))
 
     # What is on disk is slice 2, and it rebuilds the document with two other slices.
     stored = node.store.slice_path(proposal.object_id()).read_bytes()
@@ -449,6 +458,9 @@ async def test_a_bug_is_an_opaque_500(tmp_path: Path, keys: Any) -> None:
     node = Node(tmp_path, keys)
 
     class Broken:
+        def value(self, message: bytes) -> WireShare:
+            raise RuntimeError("secret detail that must not leak")
+
         def sign(self, message: bytes) -> WireShare:
             raise RuntimeError("secret detail that must not leak")
 
@@ -667,6 +679,19 @@ async def test_one_log_line_per_request_without_document_bytes(
     assert not any("TOP-SECRET" in line or "reports/2026" in line for line in lines)
 
 
+async def test_a_share_is_only_given_for_a_committed_object(node: Node) -> None:
+    expect_error(await node.client.get(_obj(make_proposal(), "/share")), "not_found")
+    assert (await node.put(b"data")).status_code == 201
+    first = ShareAnswer.from_json_obj(
+        (await node.client.get(_obj(make_proposal(), "/share"))).json()
+    ).share
+    again = ShareAnswer.from_json_obj(
+        (await node.client.get(_obj(make_proposal(), "/share"))).json()
+    ).share
+    # The same share each time, each with a fresh proof (a nonce is never used twice).
+    assert first.value == again.value and first.proof_z != again.proof_z
+
+
 # --- the test-only lying node ----------------------------------------------------------------
 
 
@@ -682,9 +707,16 @@ async def test_a_lying_node_corrupts_blocks_fv_and_shares(tmp_path: Path, keys: 
         # The statement is honest (it is what the node hashed), the reported FV is not ...
         assert statement.fv_hash == true_fv.fv_hash().hex()
         assert result.fv != true_fv.roots and len(result.fv) == N
-        # ... the share does not verify ...
-        with pytest.raises(InvalidShare):
-            threshold_rsa.verify_share(node.public, result.statement, _share(result.share))
+        # ... the share is wrong: its value differs from the honest one, and the share asked
+        # for with its proof does not verify ...
+        answer = await node.client.get(_obj(make_proposal(), "/share"))
+        proven = ShareAnswer.from_json_obj(answer.json()).share
+        honest_value = threshold_rsa.share_value(
+            node.key_share, node.public, result.statement
+        ).value
+        assert result.share.value != honest_value and proven.value != honest_value
+        with pytest.raises(InvalidShare, match="does not verify"):
+            threshold_rsa.verify_share(node.public, result.statement, _share(proven))
         meta = ObjectMeta.from_json_obj((await node.client.get(_obj(make_proposal()))).json())
         assert meta.fv != true_fv.roots
         # ... and every block served differs from the stored one, while the leaves are true.
@@ -747,7 +779,10 @@ async def test_the_papers_setting_three_nodes_two_needed(
         response = await node.put(data, make_proposal(n=3, m=2))
         assert response.status_code == 201, response.text
         result = DepositResult.from_json_obj(response.json(), n=3)
-        threshold_rsa.verify_share(node.public, result.statement, _share(result.share))
+        answer = await node.client.get(_obj(make_proposal(n=3, m=2), "/share"))
+        proven = ShareAnswer.from_json_obj(answer.json()).share
+        assert proven.value == result.share.value
+        threshold_rsa.verify_share(node.public, result.statement, _share(proven))
         slices = disperse(data, get_codec(DEFAULT_CODEC_ID, 2, 3), SEGMENT)
         stored = node.store.slice_path(make_proposal(n=3, m=2).object_id()).read_bytes()
         assert stored == slices[1]

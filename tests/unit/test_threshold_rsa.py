@@ -582,3 +582,73 @@ def test_default_3072_bit_key_end_to_end(tmp_path: Path) -> None:
 def test_module_exports_are_real() -> None:
     for name in trsa.__all__:
         assert hasattr(trsa, name), name
+
+
+# ----------------------------------------------------------------------------- proofs on demand
+
+
+def _unproven(share: SignatureShare) -> SignatureShare:
+    return SignatureShare(share.index, share.value)
+
+
+def test_share_value_is_the_proven_shares_value(
+    vault_key_2048: VaultKey, shares_2048: list[SignatureShare]
+) -> None:
+    for key_share, proven in zip(vault_key_2048.shares, shares_2048, strict=True):
+        alone = trsa.share_value(key_share, vault_key_2048.public, STATEMENT)
+        assert (alone.index, alone.value) == (proven.index, proven.value)
+        assert not alone.proven and proven.proven
+
+
+def test_unproven_honest_shares_combine_to_the_same_signature(
+    vault_key_2048: VaultKey, shares_2048: list[SignatureShare], signature_2048: bytes
+) -> None:
+    unproven = [_unproven(s) for s in shares_2048]
+    assert combine(vault_key_2048.public, STATEMENT, unproven[1:5]).signature == signature_2048
+
+
+def test_an_unproven_wrong_share_cannot_be_named_without_proofs(
+    vault_key_2048: VaultKey, shares_2048: list[SignatureShare]
+) -> None:
+    public = vault_key_2048.public
+    unproven = [_unproven(s) for s in shares_2048]
+    unproven[0] = _unproven(
+        _replace(shares_2048[0], value=shares_2048[0].value * 2 % public.n_modulus)
+    )
+    with pytest.raises(NotEnoughShares) as info:
+        combine(public, STATEMENT, unproven)
+    assert set(info.value.bad) == {1, 2, 3, 4, 5}
+    assert all("no proof" in why for why in info.value.bad.values())
+    # With the proofs asked for, the liar is named and the others combine.
+    liar = _replace(shares_2048[0], value=shares_2048[0].value * 2 % public.n_modulus)
+    result = combine(public, STATEMENT, [liar, *shares_2048[1:]])
+    assert set(result.bad_signers) == {1}
+
+
+def test_an_unproven_share_fills_up_proven_good_ones(
+    vault_key_2048: VaultKey, shares_2048: list[SignatureShare], signature_2048: bytes
+) -> None:
+    public = vault_key_2048.public
+    liar = _replace(shares_2048[0], value=shares_2048[0].value * 3 % public.n_modulus)
+    # Signer 1 lies (with a proof), signers 2-4 are proven, signer 5 gave no proof.
+    shares = [liar, *shares_2048[1:4], _unproven(shares_2048[4])]
+    result = combine(public, STATEMENT, shares)
+    assert result.signature == signature_2048
+    assert set(result.bad_signers) == {1} and 5 in result.signers
+    # A wrong unproven share cannot fill the gap: not enough shares, none blamed wrongly.
+    wrong_fill = _unproven(_replace(shares_2048[4], value=7))
+    with pytest.raises(NotEnoughShares) as info:
+        combine(public, STATEMENT, [liar, *shares_2048[1:4], wrong_fill])
+    assert (info.value.have, info.value.need) == (3, 4)
+    assert set(info.value.bad) == {1, 5}
+
+
+def test_only_a_proven_share_has_a_byte_form_and_proofs_come_in_pairs(
+    vault_key_2048: VaultKey, shares_2048: list[SignatureShare]
+) -> None:
+    with pytest.raises(ValueError, match="byte form"):
+        _unproven(shares_2048[0]).to_bytes(vault_key_2048.public)
+    with pytest.raises(ValueError, match="both or neither"):
+        SignatureShare(1, 5, proof_c=3)
+    with pytest.raises(InvalidShare, match="no proof"):
+        trsa.verify_share(vault_key_2048.public, STATEMENT, _unproven(shares_2048[0]))

@@ -16,6 +16,7 @@ import pytest
 from evault.errors import (
     BadNodeAnswer,
     EvaultError,
+    FormatError,
     NodeRejected,
     NodeTimeout,
     NodeUnreachable,
@@ -30,6 +31,7 @@ from evault.protocol.node_api import (
     DepositResult,
     ObjectMeta,
     Proposal,
+    ShareAnswer,
     WireShare,
     error_body,
 )
@@ -459,3 +461,39 @@ def test_mutual_tls_names_and_keep_alive(pki: dict[str, Path]) -> None:
     # three requests over one persistent connection; the refused handshake never reaches serve()
     assert count == 1
     assert wrong is NodeUnreachable
+
+
+# --- shares: alone in deposit answers, with proofs on demand -----------------------------------
+
+
+def test_wire_shares_with_and_without_proofs() -> None:
+    alone = WireShare(3, 0xABC)
+    assert alone.to_json_obj() == {"index": 3, "value": "abc"} and not alone.proven
+    assert WireShare.from_json_obj(alone.to_json_obj()) == alone
+    proven = WireShare(3, 0xABC, 5, 6)
+    assert WireShare.from_json_obj(proven.to_json_obj()) == proven and proven.proven
+    with pytest.raises(FormatError):
+        WireShare.from_json_obj({"index": 3, "value": "abc", "proof_c": "5"})
+    with pytest.raises(ValueError, match="both or neither"):
+        WireShare(3, 1, 5)
+
+
+def test_share_asks_for_the_proven_share_and_checks_who_answers() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == f"/v1/objects/{OID}/share"
+        return httpx.Response(200, json=ShareAnswer(1, WireShare(1, 9, 1, 2)).to_json_obj())
+
+    got = run_with(handler, lambda c: c.share(OID))
+    assert got == WireShare(1, 9, 1, 2)
+
+    async def unproven(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"node": 1, "share": {"index": 1, "value": "9"}})
+
+    with pytest.raises(BadNodeAnswer, match="no proof"):
+        run_with(unproven, lambda c: c.share(OID))
+
+    async def other(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=ShareAnswer(2, WireShare(2, 9, 1, 2)).to_json_obj())
+
+    with pytest.raises(BadNodeAnswer, match="another node"):
+        run_with(other, lambda c: c.share(OID))

@@ -4,8 +4,11 @@ Threshold RSA, for 2048 and 3072 bits with n = 5 signers and k = 4 (DESIGN §2 d
 
 * ``keygen``: the whole dealer (two safe primes, shares, verification keys), median of several
   runs (the prime search time is very spread out, so the median is the honest figure);
+* ``share_value``: one signer's share alone (``share_value``): what a node computes for a
+  deposit's answer (proofs on demand), one constant-time exponentiation;
 * ``share``: one signer's share with its proof of correctness (``sign_share``) spending a
-  precomputed nonce: the node's deposit-path (online) cost, two constant-time exponentiations;
+  precomputed nonce, what a node computes when the gateway asks for the proof (``GET
+  .../share``, only after a failed combination): two constant-time exponentiations;
 * ``share_cold``: the same share computing its nonce inline (no pool, or the pool is empty):
   three constant-time exponentiations;
 * ``nonce_precompute``: making one ``PrecomputedNonce`` (r and v^r), the work the node's
@@ -21,10 +24,12 @@ Threshold RSA, for 2048 and 3072 bits with n = 5 signers and k = 4 (DESIGN §2 d
 Times are CPU time of the benchmarking thread (``time.thread_time``), so time spent waiting for
 a core on a shared machine is not counted.
 
-``share_vs_modexp`` = median 3072-bit online share (precomputed nonce) ÷ median 3072-bit bare
-modexp: the latency a deposit sees, since the node (``evault.node.signing.ShareSigner``) keeps a
-pool of nonces filled in idle time.  An online share costs x^(2Δ s_i) (~|N|-bit exponent) and
-x̃^r (|N| + 2·128 bits), both constant-time, so the ratio is about 2.08 × (modexp_sec / modexp).
+``share_vs_modexp`` = median 3072-bit online share with its proof (precomputed nonce) ÷ median
+3072-bit bare modexp (issue 3's figure; the node, ``evault.node.signing.ShareSigner``, keeps a
+pool of nonces filled in idle time).  ``share_value_vs_modexp`` = the share alone ÷ bare modexp:
+what a deposit costs a node since proofs come on demand.  An online share with its proof
+costs x^(2Δ s_i) (~|N|-bit exponent) and x̃^r (|N| + 2·128 bits), both constant-time, so the
+ratio is about 2.08 × (modexp_sec / modexp).
 ``share_vs_modexp_cold`` = median cold share ÷ bare modexp: three constant-time exponentiations,
 about 3.17 × (modexp_sec / modexp); it is what a share costs when the pool is empty, and the
 total CPU per share either way (online + ``nonce_precompute``).  ``share_in_sec_modexps`` and
@@ -54,6 +59,7 @@ from evault.crypto.threshold_rsa import (
     SignatureShare,
     combine,
     deal,
+    share_value,
     sign_share,
     verify_share,
 )
@@ -115,6 +121,7 @@ def bench_threshold_rsa(bits: int, *, keygen_runs: int, repeat: int) -> dict[str
     base = gmpy2.mpz(secrets.randbits(bits)) % n_mod
     exponent = gmpy2.mpz(secrets.randbits(bits) | (1 << (bits - 1)))
     share_s: list[float] = []
+    share_value_s: list[float] = []
     share_cold_s: list[float] = []
     nonce_s: list[float] = []
     modexp_s: list[float] = []
@@ -134,6 +141,9 @@ def bench_threshold_rsa(bits: int, *, keygen_runs: int, repeat: int) -> dict[str
         start = _clock()
         sign_share(key_share, public, _STATEMENT)  # nonce computed inline
         share_cold_s.append(_clock() - start)
+        start = _clock()
+        share_value(key_share, public, _STATEMENT)  # the deposit answer (proofs on demand)
+        share_value_s.append(_clock() - start)
 
     shares = [sign_share(s, public, _STATEMENT) for s in key_shares]
     verify_ms = _median_ms(lambda: verify_share(public, _STATEMENT, shares[1]), repeat)
@@ -143,6 +153,7 @@ def bench_threshold_rsa(bits: int, *, keygen_runs: int, repeat: int) -> dict[str
         lambda: combine(public, _STATEMENT, [wrong, *shares[1:]]), max(3, repeat // 4)
     )
     share_ms = statistics.median(share_s) * 1e3
+    share_value_ms = statistics.median(share_value_s) * 1e3
     share_cold_ms = statistics.median(share_cold_s) * 1e3
     modexp_ms = statistics.median(modexp_s) * 1e3
     modexp_sec_ms = statistics.median(modexp_sec_s) * 1e3
@@ -151,6 +162,7 @@ def bench_threshold_rsa(bits: int, *, keygen_runs: int, repeat: int) -> dict[str
         "keygen_s": statistics.median(keygen_s),
         "keygen_runs_s": [round(t, 3) for t in keygen_s],
         "share_ms": share_ms,
+        "share_value_ms": share_value_ms,
         "share_cold_ms": share_cold_ms,
         "nonce_precompute_ms": statistics.median(nonce_s) * 1e3,
         "verify_ms": verify_ms,
@@ -159,6 +171,7 @@ def bench_threshold_rsa(bits: int, *, keygen_runs: int, repeat: int) -> dict[str
         "modexp_ms": modexp_ms,
         "modexp_sec_ms": modexp_sec_ms,
         "share_vs_modexp": share_ms / modexp_ms,
+        "share_value_vs_modexp": share_value_ms / modexp_ms,
         "share_vs_modexp_cold": share_cold_ms / modexp_ms,
         "share_in_sec_modexps": share_ms / modexp_sec_ms,
         "share_cold_in_sec_modexps": share_cold_ms / modexp_sec_ms,
@@ -179,6 +192,7 @@ def _print_tables(fig: dict[str, Any]) -> None:
     for col in (
         "bits",
         "keygen s",
+        "alone ms",
         "share ms",
         "cold ms",
         "nonce ms",
@@ -195,6 +209,7 @@ def _print_tables(fig: dict[str, Any]) -> None:
         table.add_row(
             str(size["bits"]),
             f"{size['keygen_s']:.1f} ×{len(size['keygen_runs_s'])}",
+            f"{size['share_value_ms']:.2f}",
             f"{size['share_ms']:.2f}",
             f"{size['share_cold_ms']:.2f}",
             f"{size['nonce_precompute_ms']:.2f}",
@@ -212,8 +227,9 @@ def _print_tables(fig: dict[str, Any]) -> None:
         "sec = gmpy2.powmod_sec; keygen ×runs"
     )
     console.print(
-        "Note: share = ONLINE share+proof with a nonce (r, v^r) precomputed in idle time "
-        "(2 exps, the deposit path; share_vs_modexp); cold = nonce computed inline "
+        "Note: alone = the share without its proof (1 exp, a deposit's answer: proofs on "
+        "demand); share = share+proof with a nonce (r, v^r) precomputed in idle time (2 exps, "
+        "asked for after a failed combination; share_vs_modexp); cold = nonce computed inline "
         "(3 exps, empty pool; share_vs_modexp_cold); nonce = one precomputation",
         soft_wrap=True,
     )
@@ -250,6 +266,8 @@ def run(*, json_output: bool, quick: bool) -> None:
         "threshold": THRESHOLD,
         "share_vs_modexp": round(top["share_vs_modexp"], 3),
         "share_vs_modexp_cold": round(top["share_vs_modexp_cold"], 3),
+        "share_value_ms": round(top["share_value_ms"], 3),
+        "share_value_vs_modexp": round(top["share_value_vs_modexp"], 3),
         "nonce_precompute_ms": round(top["nonce_precompute_ms"], 3),
         "combine_ms": round(top["combine_ms"], 4),
         "keygen_3072_s": round(top["keygen_s"], 2),

@@ -37,6 +37,15 @@ Both are used with GMP's ``mpz_powm_sec`` (``gmpy2.powmod_sec``), whose time and
 not depend on the exponent.  Every other exponent (2Δ, z, c, λ, a, b, e) is public and uses the
 faster variable-time ``powmod``.  Signers cannot use CRT: they do not know p and q (paper §2.4).
 
+Proofs on demand.  The combiner is optimistic: it combines the first k shares and checks
+y^e = x, and reads proofs only when that fails, to name the signer whose share is wrong.  So a
+signer may send its share alone (:func:`share_value`: x_i, one exponentiation instead of three)
+and produce the proof (:func:`sign_share`) only when asked.  Nothing is weakened: a signature
+is never used before y^e = x holds, and a share's proof, made later with a fresh nonce, binds
+the same x_i (it is a function of s_i and the message alone).  :func:`combine` therefore takes
+shares with or without proofs; on its pessimistic path the unproven ones cannot be judged and
+count as bad, except that they may fill up a set of proven good shares that is short of k.
+
 Randomness (the dealer's primes, polynomial and v; the signer's nonce r) comes from the ``rng``
 argument, ``secrets.SystemRandom()`` by default, so tests can fix it.
 
@@ -393,7 +402,8 @@ class KeyShare:
 
 @dataclass(frozen=True)
 class SignatureShare:
-    """Signer ``index``'s share x_i of the signature on one message, with its proof (c, z).
+    """Signer ``index``'s share x_i of the signature on one message, with its proof (c, z), or
+    without one (``proof_c`` and ``proof_z`` both None: :func:`share_value`, proofs on demand).
 
     Byte form (:meth:`to_bytes`, version 1), fixed length for a given key::
 
@@ -404,17 +414,28 @@ class SignatureShare:
         3+B         16     c, the L1 = 128-bit challenge
         19+B        Z      z, big-endian, Z = ⌈(|N| + 2·L1 + 1) / 8⌉, z < 2^(|N| + 2·L1 + 1)
 
-    (564 bytes for a 2048-bit key, 820 for 3072.)  Version history: 1 — first version.
+    (564 bytes for a 2048-bit key, 820 for 3072.)  Only a share with its proof has a byte
+    form.  Version history: 1 — first version.
     """
 
     index: int
     value: int
-    proof_c: int
-    proof_z: int
+    proof_c: int | None = None
+    proof_z: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("index", "value", "proof_c", "proof_z"):
+        for name in ("index", "value"):
             _check_int(name, getattr(self, name))
+        if (self.proof_c is None) != (self.proof_z is None):
+            raise ValueError("proof_c and proof_z: give both or neither")
+        if self.proof_c is not None:
+            _check_int("proof_c", self.proof_c)
+            _check_int("proof_z", self.proof_z)
+
+    @property
+    def proven(self) -> bool:
+        """True if the share carries its proof of correctness."""
+        return self.proof_c is not None
 
     @staticmethod
     def encoded_length(public: ThresholdPublicKey) -> int:
@@ -424,6 +445,8 @@ class SignatureShare:
         problem = _share_structure_problem(public, self)
         if problem is not None:
             raise ValueError(f"share: {problem}")
+        if self.proof_c is None or self.proof_z is None:
+            raise ValueError("share: only a share with its proof has a byte form")
         return (
             bytes([_SHARE_VERSION])
             + self.index.to_bytes(2, "big")
@@ -462,9 +485,9 @@ def _share_structure_problem(public: ThresholdPublicKey, share: SignatureShare) 
         return f"index {share.index} is not in 1..{public.players}"
     if not 0 < share.value < public.n_modulus:
         return "value is not in 1..N-1"
-    if not 0 <= share.proof_c < (1 << CHALLENGE_BITS):
+    if share.proof_c is not None and not 0 <= share.proof_c < (1 << CHALLENGE_BITS):
         return f"proof challenge is not a {CHALLENGE_BITS}-bit number"
-    if not 0 <= share.proof_z < (1 << public.z_bits):
+    if share.proof_z is not None and not 0 <= share.proof_z < (1 << public.z_bits):
         return f"proof response is not a {public.z_bits}-bit number"
     return None
 
@@ -813,12 +836,7 @@ def sign_share(
     typically ``pool.take()``) v^r is already done and the cost is two; the nonce is spent
     and cannot be used again.  ``nonce=None`` draws r from ``rng`` inline.
     """
-    if not isinstance(share, KeyShare):
-        raise TypeError("share: expected a KeyShare")
-    if share.key_id != public.key_id:
-        raise ValueError("share: belongs to another public key (key ids differ)")
-    if not 1 <= share.index <= public.players:
-        raise ValueError(f"share: index {share.index} is not in 1..{public.players}")
+    _check_signer(share, public)
     if nonce is not None:
         if not isinstance(nonce, PrecomputedNonce):
             raise TypeError("nonce: expected a PrecomputedNonce or None")
@@ -844,6 +862,31 @@ def sign_share(
     return SignatureShare(index=share.index, value=int(x_i), proof_c=c, proof_z=z)
 
 
+def share_value(share: KeyShare, public: ThresholdPublicKey, message: bytes) -> SignatureShare:
+    """Signer ``share.index``'s share x_i = x^(2Δ s_i) on ``message``, without its proof.
+
+    One constant-time exponentiation instead of three: the cost of an optimistic signer, whose
+    share a combiner uses as is (:func:`combine`) and whose proof it asks for
+    (:func:`sign_share`) only if the combination fails to verify (proofs on demand).  A share
+    without a proof is exactly as binding: the combined signature is checked (y^e = x) before
+    anyone relies on it; the proof only serves to name a signer whose share is wrong.
+    """
+    _check_signer(share, public)
+    x_2delta = _message_power(public, message)
+    return SignatureShare(
+        index=share.index, value=int(_powmod_secret(x_2delta, share.secret, public._n))
+    )
+
+
+def _check_signer(share: KeyShare, public: ThresholdPublicKey) -> None:
+    if not isinstance(share, KeyShare):
+        raise TypeError("share: expected a KeyShare")
+    if share.key_id != public.key_id:
+        raise ValueError("share: belongs to another public key (key ids differ)")
+    if not 1 <= share.index <= public.players:
+        raise ValueError(f"share: index {share.index} is not in 1..{public.players}")
+
+
 def verify_share(public: ThresholdPublicKey, message: bytes, share: SignatureShare) -> None:
     """Check a share's proof of correctness; raise ``InvalidShare`` naming the signer if it fails.
 
@@ -853,6 +896,8 @@ def verify_share(public: ThresholdPublicKey, message: bytes, share: SignatureSha
     problem = _share_structure_problem(public, share)
     if problem is not None:
         raise InvalidShare(share.index, problem)
+    if share.proof_c is None or share.proof_z is None:
+        raise InvalidShare(share.index, "carries no proof of correctness")
     n_mod = public._n
     value = gmpy2.mpz(share.value)
     if gmpy2.gcd(value, n_mod) != 1:
@@ -942,7 +987,11 @@ def combine(
     Optimistic (DESIGN §4): the first k well-formed shares are combined and the result checked
     with y^e = x.  Only if that fails is every share's proof verified; the bad ones are
     excluded and named in ``bad_signers`` and the combination is redone.  Raises
-    ``NotEnoughShares(have, need, bad)`` when fewer than k acceptable shares remain.
+    ``NotEnoughShares(have, need, bad)`` when fewer than k acceptable shares remain.  Shares
+    without proofs (:func:`share_value`) cannot be judged on the pessimistic path ("carries no
+    proof of correctness"); they only fill up a set of proven good shares that is short of k,
+    in one more checked combination.  A caller holding unproven shares that do not combine
+    asks their signers for proofs (proofs on demand) and combines again.
     """
     if not isinstance(public, ThresholdPublicKey):
         raise TypeError("public: expected a ThresholdPublicKey")
@@ -981,15 +1030,24 @@ def combine(
                 bad.pop(s.index, None)
                 good[s.index] = s
         usable = list(good.values())
-        if len(usable) < need:
-            raise NotEnoughShares(have=len(usable), need=need, bad=bad)
-        candidates = usable
-        y = _combine_subset(public, x, usable[:need])
-        if y is None:  # verified shares always combine unless the public key is inconsistent
-            raise CryptoError(
-                "verified signature shares do not combine: the public key does not match the "
-                "key shares"
-            )
+        if len(usable) >= need:
+            candidates = usable
+            y = _combine_subset(public, x, usable[:need])
+            if y is None:  # verified shares always combine unless the key is inconsistent
+                raise CryptoError(
+                    "verified signature shares do not combine: the public key does not match "
+                    "the key shares"
+                )
+        else:
+            # Too few proven good shares.  Shares without proofs cannot be judged one by one,
+            # but a signature they help make is checked like any other (y^e = x): fill up with
+            # them, in the order given, and try once.
+            unproven = [s for s in candidates if not s.proven and s.index not in good]
+            trial = usable + unproven[: need - len(usable)]
+            y = _combine_subset(public, x, trial) if len(trial) == need else None
+            if y is None:
+                raise NotEnoughShares(have=len(usable), need=need, bad=bad)
+            candidates = trial
     signers = tuple(s.index for s in candidates[:need])
     # A signer whose share made the signature is not "bad", even if it also sent a broken one.
     for index in signers:

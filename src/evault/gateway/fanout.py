@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,7 @@ from evault.errors import (
 )
 from evault.gateway import planner
 from evault.ida.fingerprint import FingerprintVector
-from evault.protocol.node_api import DepositResult, Proposal
+from evault.protocol.node_api import DepositResult, Proposal, WireShare
 from evault.transport.nodes import NodeClient
 
 if TYPE_CHECKING:
@@ -184,7 +184,40 @@ class DepositAttempt:
         statement_bytes, statement = plan.statement, plan.parsed
         shares = [answers[node].share for node in plan.signers]
         try:
-            signature, bad = await asyncio.to_thread(s.combiner.combine, statement_bytes, shares)
+            try:
+                signature, bad = await asyncio.to_thread(
+                    s.combiner.combine, statement_bytes, shares
+                )
+            except NotEnoughShares:
+                unproven = [share.index for share in shares if not share.proven]
+                if not unproven:
+                    raise
+                # Proofs on demand: the nodes answer with their shares alone, and the first k
+                # did not combine into a valid signature.  Ask for the proofs, which name the
+                # node(s) whose share is wrong, and combine again.
+                log.info(
+                    "%s: the shares of nodes %s did not combine; asking for their proofs",
+                    self.what,
+                    ", ".join(map(str, unproven)),
+                )
+                proven, proof_failed, proof_faulty = await self._proven_shares(unproven)
+                failed.update(proof_failed)
+                faulty.update(proof_faulty)
+                # Proven shares first; the unproven share of a node that gave no proof may
+                # still fill a gap (the combined signature is checked either way).
+                answered = {share.index for share in proven} | set(proof_faulty)
+                shares = [
+                    *proven,
+                    *(share for share in shares if share.proven),
+                    *(
+                        share
+                        for share in shares
+                        if not share.proven and share.index not in answered
+                    ),
+                ]
+                signature, bad = await asyncio.to_thread(
+                    s.combiner.combine, statement_bytes, shares
+                )
         except NotEnoughShares as exc:
             faulty.update({node: f"bad signature share: {why}" for node, why in exc.bad.items()})
             s.log_nodes(self.what, faulty, failed)
@@ -238,6 +271,33 @@ class DepositAttempt:
             failed=failed,
             record=record,
         )
+
+    async def _proven_shares(
+        self, nodes: Sequence[int]
+    ) -> tuple[list[WireShare], dict[int, str], dict[int, str]]:
+        """Each node's share with its proof (``GET .../share``), asked of all at once:
+        (shares, failed, faulty).  A node that cannot answer is failed; one whose answer
+        breaks the protocol is faulty."""
+        oid = self.proposal.object_id()
+
+        async def ask(node: int) -> tuple[int, WireShare | BaseException]:
+            try:
+                async with asyncio.timeout(self.s.node_timeout_s):
+                    return node, await self.s.clients[node].share(oid)
+            except (EvaultError, TimeoutError) as exc:
+                return node, exc
+
+        proven: list[WireShare] = []
+        failed: dict[int, str] = {}
+        faulty: dict[int, str] = {}
+        for node, result in await asyncio.gather(*(ask(node) for node in nodes)):
+            if isinstance(result, WireShare):
+                proven.append(result)
+            elif isinstance(result, BadNodeAnswer):
+                faulty[node] = describe_failure(result)
+            else:
+                failed[node] = describe_failure(result)
+        return proven, failed, faulty
 
     async def _offer(self, lane: _Lane, item: bytes | None) -> None:
         """Put ``item`` in the lane's queue; drop the lane if it stays full too long."""

@@ -71,6 +71,7 @@ from evault.protocol.node_api import (
     PATH_HEALTH,
     PATH_OBJECT,
     PATH_OBJECTS,
+    PATH_SHARE,
     PATH_SLICE,
     PATH_UNWRAP,
     PATH_UNWRAP_KEYS,
@@ -260,6 +261,11 @@ def create_app(
         return JSONResponse(meta.to_json_obj())
 
     @_guarded
+    async def get_share(request: Request) -> Response:
+        answer = await service.share(request.path_params["object_id"])
+        return JSONResponse(answer.to_json_obj())
+
+    @_guarded
     async def delete_object(request: Request) -> Response:
         await service.delete(request.path_params["object_id"])
         return Response(status_code=204)
@@ -327,6 +333,7 @@ def create_app(
             Route(PATH_OBJECT, get_object, methods=["GET"]),
             Route(PATH_OBJECT, delete_object, methods=["DELETE"]),
             Route(PATH_SLICE, get_slice, methods=["GET"]),
+            Route(PATH_SHARE, get_share, methods=["GET"]),
             *(
                 [
                     Route(PATH_UNWRAP_KEYS, put_unwrap_key, methods=["PUT"]),

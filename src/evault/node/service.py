@@ -64,6 +64,7 @@ from evault.protocol.node_api import (
     DepositResult,
     ObjectMeta,
     Proposal,
+    ShareAnswer,
     WireShare,
     is_object_id,
 )
@@ -96,7 +97,10 @@ class Fault(enum.Enum):
 
 
 class Signer(Protocol):
-    """Makes this node's threshold-RSA signature share (with its proof) over ``message``."""
+    """Makes this node's threshold-RSA signature share over ``message``: without its proof
+    (:meth:`value`, a deposit's answer) or with it (:meth:`sign`, on the gateway's demand)."""
+
+    def value(self, message: bytes) -> WireShare: ...
 
     def sign(self, message: bytes) -> WireShare: ...
 
@@ -210,7 +214,8 @@ class _Ingest:
         )
         # Durable first (fsync, rename, directory fsync, index commit), and only then sign.
         self.writer.commit(record)
-        share = self.service.signer.sign(statement_bytes)
+        # The share alone (one exponentiation); its proof only if the gateway asks (share()).
+        share = self.service.signer.value(statement_bytes)
         return self.service._answer_deposit(statement_bytes, share, fv.roots)
 
     def abort(self) -> None:
@@ -381,6 +386,18 @@ class NodeService:
             share = WireShare(share.index, share.value ^ 1, share.proof_c, share.proof_z)
             fv = _lie_fv(fv)
         return DepositResult(node=self.settings.index, statement=statement, share=share, fv=fv)
+
+    async def share(self, object_id: str) -> ShareAnswer:
+        """This node's share, with its proof of correctness, of a committed object's statement
+        (``GET /v1/objects/{id}/share``): what the gateway asks for when the optimistic
+        combination of a deposit's shares fails.  The node signs the statement it stored
+        itself, never one it is handed."""
+        check_object_id(object_id)
+        record = self.store.get(object_id)
+        share = await anyio.to_thread.run_sync(self.signer.sign, record.statement)
+        if self.fault is Fault.LIE:  # a wrong value under a proof of the right one
+            share = WireShare(share.index, share.value ^ 1, share.proof_c, share.proof_z)
+        return ShareAnswer(node=self.settings.index, share=share)
 
     # --- reads -----------------------------------------------------------------------------
 

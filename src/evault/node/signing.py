@@ -1,13 +1,16 @@
-"""The node's signature shares: Shoup threshold RSA with a proof per share (DESIGN §4).
+"""The node's signature shares: Shoup threshold RSA, proofs on demand (DESIGN §4).
 
-The signer is handed the exact statement bytes the node built itself; ``sign_share`` PSS-encodes
-them on its own, so nothing a peer sends is ever exponentiated as is.  One share costs a few
-constant-time exponentiations mod N (~25 ms at 3072 bits): callers run it in a worker thread.
+The signer is handed the exact statement bytes the node built itself; ``share_value`` and
+``sign_share`` PSS-encode them on their own, so nothing a peer sends is ever exponentiated as
+is.  A deposit's answer carries the share alone (:meth:`ShareSigner.value`: one constant-time
+exponentiation mod N); the gateway asks for the share with its proof of correctness
+(:meth:`ShareSigner.sign`: two or three) only when the optimistic combination fails, to name
+the node whose share was wrong.  Callers run both in a worker thread.
 
 Precomputed nonces.  Half of a share's proof, the pair (r, v^r), does not depend on the message
 (``evault.crypto.threshold_rsa``, module text), so the signer keeps a small
-:class:`~evault.crypto.threshold_rsa.NoncePool` filled ahead of time and a deposit's share
-spends one pair: two constant-time exponentiations on the deposit path instead of three.  When
+:class:`~evault.crypto.threshold_rsa.NoncePool` filled ahead of time and a proven share
+spends one pair: two constant-time exponentiations instead of three.  When
 the pool is empty (a burst of deposits), the share computes its nonce inline, as before.
 
 Refilling is bounded and happens in idle time: one daemon thread per signer, one nonce at a
@@ -149,7 +152,24 @@ class ShareSigner:
             self._finalizer = weakref.finalize(self, _stop, self._pool, self._state)
             self._thread.start()
 
+    def value(self, message: bytes) -> WireShare:
+        """The share of ``message`` without its proof: one exponentiation (a deposit's answer;
+        the gateway asks for the proof, :meth:`sign`, only if the combination fails)."""
+        state = self._state
+        with state.cond:
+            state.signing += 1
+            state.started += 1
+            state.cond.notify_all()  # an idle wait in the refill thread restarts
+        try:
+            share = threshold_rsa.share_value(self._share, self.public, message)
+        finally:
+            with state.cond:
+                state.signing -= 1
+                state.cond.notify_all()
+        return WireShare(share.index, share.value)
+
     def sign(self, message: bytes) -> WireShare:
+        """The share of ``message`` with its proof of correctness."""
         state = self._state
         with state.cond:
             state.signing += 1

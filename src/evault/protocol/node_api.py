@@ -28,6 +28,7 @@ PATH_HEALTH: Final = "/v1/health"
 PATH_OBJECTS: Final = "/v1/objects"
 PATH_OBJECT: Final = "/v1/objects/{object_id}"
 PATH_SLICE: Final = "/v1/objects/{object_id}/slice"
+PATH_SHARE: Final = "/v1/objects/{object_id}/share"
 
 HEADER_PROPOSAL: Final = "Evault-Proposal"
 HEADER_SHA256: Final = "Evault-Sha256"
@@ -152,30 +153,50 @@ class Proposal:
 
 @dataclass(frozen=True)
 class WireShare:
-    """A threshold-RSA signature share as carried in JSON (integers as lowercase hex)."""
+    """A threshold-RSA signature share as carried in JSON (integers as lowercase hex).
+
+    A deposit answer carries the share's value alone (proofs on demand: the gateway asks
+    ``GET /v1/objects/{id}/share`` for a share with its proof only when the optimistic
+    combination fails); that endpoint's answer carries ``proof_c`` and ``proof_z`` too.
+    """
 
     index: int
     value: int
-    proof_c: int
-    proof_z: int
+    proof_c: int | None = None
+    proof_z: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.proof_c is None) != (self.proof_z is None):
+            raise ValueError("proof_c and proof_z: give both or neither")
+
+    @property
+    def proven(self) -> bool:
+        return self.proof_c is not None
 
     def to_json_obj(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "value": format(self.value, "x"),
-            "proof_c": format(self.proof_c, "x"),
-            "proof_z": format(self.proof_z, "x"),
-        }
+        obj: dict[str, Any] = {"index": self.index, "value": format(self.value, "x")}
+        if self.proof_c is not None and self.proof_z is not None:
+            obj["proof_c"] = format(self.proof_c, "x")
+            obj["proof_z"] = format(self.proof_z, "x")
+        return obj
 
     @classmethod
     def from_json_obj(cls, obj: Any, *, max_hex_digits: int = 2048) -> WireShare:
-        if not isinstance(obj, dict) or set(obj) != {"index", "value", "proof_c", "proof_z"}:
-            raise FormatError("share must be an object with index, value, proof_c, proof_z")
+        if not isinstance(obj, dict) or set(obj) not in (
+            {"index", "value"},
+            {"index", "value", "proof_c", "proof_z"},
+        ):
+            raise FormatError(
+                "share must be an object with index and value, and optionally proof_c and proof_z"
+            )
         index = obj["index"]
         if not isinstance(index, int) or isinstance(index, bool) or not 1 <= index <= 255:
             raise FormatError("share index must be an integer in 1..255")
-        values = []
+        values: list[int | None] = []
         for key in ("value", "proof_c", "proof_z"):
+            if key not in obj:
+                values.append(None)
+                continue
             text = obj[key]
             if not isinstance(text, str) or not 1 <= len(text) <= max_hex_digits:
                 raise FormatError(f"share {key} must be a hex string")
@@ -183,7 +204,37 @@ class WireShare:
                 values.append(int(text, 16))
             except ValueError as exc:
                 raise FormatError(f"share {key} is not hex") from exc
-        return cls(index, values[0], values[1], values[2])
+        value = values[0]
+        if value is None:  # pragma: no cover - "value" is always among the keys
+            raise FormatError("share value is missing")
+        return cls(index, value, values[1], values[2])
+
+
+@dataclass(frozen=True)
+class ShareAnswer:
+    """A node's answer to ``GET /v1/objects/{id}/share``: its share, with proof, of the
+    object's stored statement."""
+
+    node: int
+    share: WireShare
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {"node": self.node, "share": self.share.to_json_obj()}
+
+    @classmethod
+    def from_json_obj(cls, obj: Any) -> ShareAnswer:
+        if not isinstance(obj, dict) or set(obj) != {"node", "share"}:
+            raise ProtocolError("share answer must be an object with node and share")
+        node = obj["node"]
+        if not isinstance(node, int) or isinstance(node, bool):
+            raise ProtocolError("share answer: node must be an integer")
+        try:
+            share = WireShare.from_json_obj(obj["share"])
+        except FormatError as exc:
+            raise ProtocolError(f"malformed share answer: {exc}") from exc
+        if not share.proven:
+            raise ProtocolError("share answer: the share carries no proof")
+        return cls(node=node, share=share)
 
 
 def _hex_list(obj: Any, *, what: str, length: int | None = None) -> list[bytes]:

@@ -50,6 +50,7 @@ from evault.protocol.node_api import (
     HEADER_SLICE_INDEX,
     PATH_HEALTH,
     PATH_OBJECT,
+    PATH_SHARE,
     PATH_SLICE,
     PATH_UNWRAP,
     PATH_UNWRAP_KEYS,
@@ -59,8 +60,10 @@ from evault.protocol.node_api import (
     KeyListing,
     ObjectMeta,
     Proposal,
+    ShareAnswer,
     UnwrapAnswer,
     UnwrapCall,
+    WireShare,
     is_object_id,
     node_name,
 )
@@ -487,6 +490,19 @@ class NodeClient:
             segment_count=segment_count,
             from_segment=from_segment,
         )
+
+    async def share(self, object_id: str) -> WireShare:
+        """The node's share, with its proof, of the statement it stored for ``object_id``
+        (``GET /v1/objects/{id}/share``)."""
+        _check_object_id(object_id)
+        path = PATH_SHARE.format(object_id=object_id)
+        async with self._request("share", "GET", path, expect=200) as response:
+            obj = await self._read_json("share", response)
+        with _mapped(self.index, "share"):
+            answer = ShareAnswer.from_json_obj(obj)
+        if answer.node != self.index or answer.share.index != self.index:
+            raise BadNodeAnswer(self.index, "share", "answers for another node's share")
+        return answer.share
 
     async def delete(self, object_id: str) -> None:
         _check_object_id(object_id)
