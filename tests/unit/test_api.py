@@ -20,8 +20,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from evault.errors import DocumentCorrupt
-from evault.gateway.api import MAX_JSON_BODY_BYTES, StreamAborted, nodes_header
+from evault.gateway.api import MAX_JSON_BODY_BYTES, nodes_header
 from evault.gateway.app import create_app
+from evault.gateway.download import StreamAborted
 from evault.protocol.statement import Statement
 from tests.unit.test_api_support import PASSWORD, VAULT_ID, Harness, harness_at, verify_receipt
 

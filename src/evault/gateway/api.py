@@ -35,7 +35,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Protocol, TypeVar
@@ -46,7 +46,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import PathConvertor, register_url_convertor
-from starlette.types import Receive, Scope, Send
 
 from evault.catalog import canonical_user_id, validate_document_name
 from evault.catalog.records import DocumentSummary, TokenLookup, VersionRecord
@@ -55,10 +54,10 @@ from evault.errors import (
     BadName,
     BodyTimeout,
     DocumentTooLarge,
-    EvaultError,
     FormatError,
     PublicRequestError,
 )
+from evault.gateway.download import document_response, first_chunk
 from evault.gateway.key_relay import KeyListOutcome, KeyStoreOutcome, UnwrapOutcome
 from evault.protocol.node_api import KeyCertificate
 
@@ -853,16 +852,9 @@ async def retrieve(
 ) -> Response:
     check_api_document_name(name)
     retrieval = await s.service.retrieve(caller.user_id, name, version)
-    chunks = aiter(retrieval)
-    # Pull the first (verified) chunk before any header goes out: a failure up to here is
-    # still a proper JSON error, and the faulty nodes found so far make it into the headers.
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        first = b""
-    except BaseException:
-        await _close(retrieval, chunks)
-        raise
+    # The first (verified) chunk before any header goes out: a failure up to here is still a
+    # proper JSON error, and the faulty nodes found so far make it into the headers.
+    first, chunks = await first_chunk(retrieval)
     record = retrieval.record
     headers = {
         "Content-Length": str(retrieval.size),
@@ -872,78 +864,9 @@ async def retrieve(
         HEADER_FAILED: nodes_header(retrieval.failed),
         "ETag": f'"{record.sha256.hex()}"',
     }
-    if len(first) == retrieval.size:
-        # The whole document came in its first segment, whose SHA-256 the retrieval already
-        # checked against the receipt (the last bytes are never released unchecked): one plain
-        # response, without the task group a streaming response runs.
-        await _close(retrieval, chunks)
-        return Response(first, media_type="application/octet-stream", headers=headers)
-    return _DocumentResponse(
-        _rest_of_document(first, chunks, caller.user_id, name, record.version),
-        on_close=lambda: _close(retrieval, chunks),
-        media_type="application/octet-stream",
-        headers=headers,
+    return await document_response(
+        retrieval, first, chunks, owner=caller.user_id, name=name, headers=headers
     )
-
-
-class _DocumentResponse(StreamingResponse):
-    """A streaming response that releases the retrieval (its node connections) however it
-    ends: finished, failed, or the client gone before the first byte was asked for."""
-
-    def __init__(
-        self,
-        content: AsyncIterator[bytes],
-        *,
-        on_close: Callable[[], Awaitable[None]],
-        media_type: str,
-        headers: Mapping[str, str],
-    ) -> None:
-        super().__init__(content, media_type=media_type, headers=headers)
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._on_close()
-
-
-async def _rest_of_document(
-    first: bytes, chunks: AsyncIterator[bytes], owner: str, name: str, version: int
-) -> AsyncIterator[bytes]:
-    """Yield the document; any failure propagates, and the server then aborts the connection
-    instead of finishing the response (the client sees a truncated transfer, never bytes we
-    could not vouch for)."""
-    try:
-        if first:
-            yield first
-        async for chunk in chunks:
-            if chunk:
-                yield chunk
-    except Exception as exc:
-        log.error(
-            "retrieval of %r version %d for %s failed after the headers were sent, "
-            "aborting the connection: %s",
-            name,
-            version,
-            owner,
-            exc,
-            exc_info=not isinstance(exc, EvaultError),
-        )
-        # Not an EvaultError: no handler may try to turn it into a response now.
-        raise StreamAborted(f"retrieval of {name!r} version {version} aborted: {exc}") from exc
-
-
-class StreamAborted(Exception):
-    """A download failed after its headers went out; the server drops the connection."""
-
-
-async def _close(retrieval: RetrievalPort, chunks: AsyncIterator[bytes]) -> None:
-    """Close the iterator and the retrieval (both are idempotent)."""
-    close = getattr(chunks, "aclose", None)
-    if close is not None:
-        await close()
-    await retrieval.aclose()
 
 
 @router.delete(

@@ -113,12 +113,10 @@ from evault.gateway.api import (
     NAME_CONVERTOR,
     SCOPE_USER_KEY,
     ApiSettings,
-    _close,
-    _DocumentResponse,
-    _rest_of_document,
     check_api_document_name,
     settings,
 )
+from evault.gateway.download import close_retrieval, document_response, first_chunk
 from evault.gateway.errors_http import INTERNAL_MESSAGE, status_for
 from evault.protocol.statement import Statement
 
@@ -664,15 +662,8 @@ async def download(request: Request) -> Response:
     name = _name_param(request)
     version = _version_param(request)
     retrieval = await settings(request).service.retrieve(user, name, version)
-    chunks = aiter(retrieval)
     # The first verified chunk before any header: a failure up to here is still a page.
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        first = b""
-    except BaseException:
-        await _close(retrieval, chunks)
-        raise
+    first, chunks = await first_chunk(retrieval)
     record = retrieval.record
     headers = {
         "Content-Length": str(retrieval.size),
@@ -681,12 +672,7 @@ async def download(request: Request) -> Response:
         "Cache-Control": "no-store",
         "ETag": f'"{record.sha256.hex()}"',
     }
-    return _DocumentResponse(
-        _rest_of_document(first, chunks, user, name, record.version),
-        on_close=lambda: _close(retrieval, chunks),
-        media_type="application/octet-stream",
-        headers=headers,
-    )
+    return await document_response(retrieval, first, chunks, owner=user, name=name, headers=headers)
 
 
 @_get(f"{_DOCUMENT}/page")
@@ -713,7 +699,7 @@ async def retrieval_page(request: Request) -> Response:
     try:
         content = b"".join([chunk async for chunk in chunks])
     finally:
-        await _close(retrieval, chunks)
+        await close_retrieval(retrieval, chunks)
     return _page(
         request,
         "retrieved.html",
