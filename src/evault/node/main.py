@@ -187,6 +187,8 @@ def run_node(config_path: str | Path, fault: str | None = None) -> None:
         service.store.close()
         if unwrap is not None:
             unwrap.store.close()
+        if isinstance(service.signer, ShareSigner):
+            service.signer.close()  # the nonce pool's refill thread and the nonces it holds
     why = f" on {', '.join(signal.Signals(s).name for s in received)}" if received else ""
     log.info("node-%d stopped%s", config.index, why)
 
