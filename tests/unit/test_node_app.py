@@ -820,3 +820,12 @@ async def test_a_slow_node_still_answers_correctly(tmp_path: Path, keys: Any) ->
     finally:
         await node.client.aclose()
         node.store.close()
+
+
+def test_slice_reads_are_grouped_in_whole_blocks() -> None:
+    from evault.node.service import _groups
+
+    assert list(_groups([3, 3, 3, 3], 7)) == [6, 6]
+    assert list(_groups([3, 9, 2], 7)) == [3, 9, 2]
+    assert list(_groups([1, 1, 1], 10)) == [3]
+    assert list(_groups([], 10)) == []
