@@ -48,6 +48,7 @@ from evault.protocol.node_api import (
     HEADER_PROPOSAL,
     HEADER_SEGMENT_COUNT,
     HEADER_SHA256,
+    HEADER_SIGN,
     HEADER_SLICE_INDEX,
     DepositResult,
     ObjectMeta,
@@ -328,9 +329,11 @@ class FakeNode:
         sent_fv = roots if not self.faults.bad_fv else (bytes(32), *roots[1:])
         leaves = fingerprints.slices[j].leaves()
         self.objects[oid] = StoredObject(statement, tuple(roots), leaves, mine)
-        share = self._share(statement)
-        if self.unproven_shares:  # as real nodes answer: the proof only on demand
+        share: WireShare | None = self._share(statement)
+        if self.unproven_shares and share is not None:  # as real nodes answer: proof on demand
             share = WireShare(share.index, share.value)
+        if request.headers.get(HEADER_SIGN, "1") == "0":
+            share = None  # asked only to store
         answer = DepositResult(self.index, statement, share, sent_fv)
         return httpx.Response(201, json=answer.to_json_obj())
 
@@ -466,8 +469,10 @@ def test_deposit_all_nodes_up_gives_a_committed_receipt() -> None:
     assert h.catalog.calls == ["begin", "complete"]
     assert outcome.record.statement == outcome.statement
     assert all(len(node.objects) == 1 for node in h.nodes.values())
-    # the combiner got exactly the agreeing nodes
-    assert h.combiner.calls == [(1, 2, 3, 4, 5)]
+    # k = 4 nodes were asked to sign and the combiner got exactly their shares; node 5
+    # stored its slice without signing, and nobody was asked for a share afterwards
+    assert h.combiner.calls == [(1, 2, 3, 4)]
+    assert not any(path.endswith("/share") for node in h.nodes.values() for _, path, _ in node.log)
 
 
 def test_deposit_with_one_node_down_still_gets_a_receipt() -> None:
@@ -984,3 +989,33 @@ def test_nothing_is_undone_once_the_receipt_is_committed() -> None:
     assert h.catalog.state("alice", "doc.bin", 1) == "stored"
     assert set(outcome.faulty) == {3}
     assert all(len(node.objects) == 1 for node in h.nodes.values())
+
+
+def share_requests(h: Harness) -> list[int]:
+    return sorted(
+        node.index
+        for node in h.nodes.values()
+        for method, path, _ in node.log
+        if method == "GET" and path.endswith("/share")
+    )
+
+
+def test_a_signer_down_gets_the_share_of_a_node_that_only_stored() -> None:
+    h = Harness(cluster())
+    h.nodes[3].faults.down = True  # one of the k = 4 nodes asked to sign
+    outcome = h.deposit(document(2000))
+    assert outcome.signature == fake_signature(outcome.statement)
+    assert set(outcome.failed) == {3} and outcome.faulty == {}
+    assert share_requests(h) == [5]  # node 5 stored without signing; now asked for its share
+    assert h.combiner.calls == [(1, 2, 4, 5)]
+
+
+def test_nodes_that_only_stored_are_asked_when_a_share_is_bad() -> None:
+    h = Harness(cluster())
+    h.nodes[2].faults.bad_share = True
+    data = document(2000)
+    outcome = h.deposit(data)
+    assert set(outcome.faulty) == {2} and "signature share" in outcome.faulty[2]
+    assert share_requests(h) == [5]
+    got, _ = h.retrieve()
+    assert got == data

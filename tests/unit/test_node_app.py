@@ -54,6 +54,7 @@ from evault.protocol.node_api import (
     HEADER_PROPOSAL,
     HEADER_SEGMENT_COUNT,
     HEADER_SHA256,
+    HEADER_SIGN,
     HEADER_SLICE_INDEX,
     DepositResult,
     ObjectMeta,
@@ -829,3 +830,19 @@ def test_slice_reads_are_grouped_in_whole_blocks() -> None:
     assert list(_groups([3, 9, 2], 7)) == [3, 9, 2]
     assert list(_groups([1, 1, 1], 10)) == [3]
     assert list(_groups([], 10)) == []
+
+
+async def test_a_node_asked_only_to_store_sends_no_share_until_asked(node: Node) -> None:
+    response = await node.put(b"stored, not signed", headers={HEADER_SIGN: "0"})
+    assert response.status_code == 201, response.text
+    result = DepositResult.from_json_obj(response.json(), n=N)
+    assert result.share is None and response.json()["share"] is None
+    assert node.store.count() == 1  # stored all the same
+    answer = await node.client.get(_obj(make_proposal(), "/share"))
+    proven = ShareAnswer.from_json_obj(answer.json()).share
+    threshold_rsa.verify_share(node.public, result.statement, _share(proven))
+    message = expect_error(
+        await node.put(b"x", make_proposal(version=2), headers={HEADER_SIGN: "yes"}),
+        "bad_request",
+    )
+    assert HEADER_SIGN in message

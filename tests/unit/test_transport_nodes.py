@@ -27,6 +27,7 @@ from evault.protocol.node_api import (
     HEADER_PROPOSAL,
     HEADER_SEGMENT_COUNT,
     HEADER_SHA256,
+    HEADER_SIGN,
     HEADER_SLICE_INDEX,
     DepositResult,
     ObjectMeta,
@@ -497,3 +498,20 @@ def test_share_asks_for_the_proven_share_and_checks_who_answers() -> None:
 
     with pytest.raises(BadNodeAnswer, match="another node"):
         run_with(other, lambda c: c.share(OID))
+
+
+def test_deposit_asks_not_to_sign_and_refuses_a_missing_share_it_asked_for() -> None:
+    seen: list[str | None] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get(HEADER_SIGN))
+        await request.aread()
+        answer = deposit_answer()
+        answer["share"] = None
+        return httpx.Response(201, json=answer)
+
+    got = run_with(handler, lambda c: c.deposit(proposal(), body_of(b"x"), 1, None, sign=False))
+    assert got.share is None and seen == ["0"]
+    with pytest.raises(BadNodeAnswer, match="no share"):
+        run_with(handler, lambda c: c.deposit(proposal(), body_of(b"x"), 1, None))
+    assert seen == ["0", None]

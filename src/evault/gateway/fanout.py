@@ -151,10 +151,13 @@ class DepositAttempt:
 
     async def run(self, body: AsyncIterator[bytes], key_wrap: bytes | None) -> DepositOutcome:
         s, p = self.s, self.proposal
+        # k nodes are asked to sign, the others only store (their shares are asked for later if
+        # one of the k fails or lies): a share is the costliest part of a node's deposit.
+        first_signers = set(sorted(s.clients)[: s.cluster.k])
         for node, client in s.clients.items():
             lane = _Lane(client, s.queue_chunks)
             lane.task = asyncio.ensure_future(
-                client.deposit(p, lane.body(), self.size, self.sha256)
+                client.deposit(p, lane.body(), self.size, self.sha256, sign=node in first_signers)
             )
             self.lanes[node] = lane
         measured_size, measured_sha256 = await self._pump(body)
@@ -182,33 +185,44 @@ class DepositAttempt:
             )
 
         statement_bytes, statement = plan.statement, plan.parsed
-        shares = [answers[node].share for node in plan.signers]
+        k = s.cluster.k
+        shares = [share for node in plan.signers if (share := answers[node].share) is not None]
+        unsigned = [node for node in plan.signers if answers[node].share is None]
+        asked: set[int] = set()
         try:
+            if len(shares) < k and unsigned:
+                # Fewer than k of the nodes asked to sign gave a share: ask the others.
+                log.info(
+                    "%s: asking nodes %s for their shares",
+                    self.what,
+                    ", ".join(map(str, unsigned)),
+                )
+                shares += await self._more_shares(unsigned, failed, faulty)
+                asked.update(unsigned)
             try:
                 signature, bad = await asyncio.to_thread(
                     s.combiner.combine, statement_bytes, shares
                 )
             except NotEnoughShares:
                 unproven = [share.index for share in shares if not share.proven]
-                if not unproven:
+                to_ask = unproven + [node for node in unsigned if node not in asked]
+                if not to_ask:
                     raise
-                # Proofs on demand: the nodes answer with their shares alone, and the first k
-                # did not combine into a valid signature.  Ask for the proofs, which name the
-                # node(s) whose share is wrong, and combine again.
+                # Proofs on demand: the shares did not combine into a valid signature.  Ask
+                # for the proofs, which name the node(s) whose share is wrong (and for the
+                # shares not asked for yet), and combine again.
                 log.info(
-                    "%s: the shares of nodes %s did not combine; asking for their proofs",
+                    "%s: the shares did not combine; asking nodes %s for proven shares",
                     self.what,
-                    ", ".join(map(str, unproven)),
+                    ", ".join(map(str, to_ask)),
                 )
-                proven, proof_failed, proof_faulty = await self._proven_shares(unproven)
-                failed.update(proof_failed)
-                faulty.update(proof_faulty)
+                proven = await self._more_shares(to_ask, failed, faulty)
+                answered = {share.index for share in proven} | set(faulty)
                 # Proven shares first; the unproven share of a node that gave no proof may
                 # still fill a gap (the combined signature is checked either way).
-                answered = {share.index for share in proven} | set(proof_faulty)
                 shares = [
                     *proven,
-                    *(share for share in shares if share.proven),
+                    *(share for share in shares if share.proven and share.index not in answered),
                     *(
                         share
                         for share in shares
@@ -271,6 +285,16 @@ class DepositAttempt:
             failed=failed,
             record=record,
         )
+
+    async def _more_shares(
+        self, nodes: Sequence[int], failed: dict[int, str], faulty: dict[int, str]
+    ) -> list[WireShare]:
+        """The proven shares of ``nodes`` (``GET .../share``); the nodes that could not give
+        one go to ``failed`` or ``faulty``."""
+        proven, proof_failed, proof_faulty = await self._proven_shares(nodes)
+        failed.update(proof_failed)
+        faulty.update(proof_faulty)
+        return proven
 
     async def _proven_shares(
         self, nodes: Sequence[int]

@@ -82,7 +82,7 @@ def check_deposit_answer(
     """Parse and check one node's deposit answer: ``(statement, None)`` or ``(None, reason)``."""
     if answer.node != node:
         return None, f"answered as node {answer.node}"
-    if answer.share.index != node:
+    if answer.share is not None and answer.share.index != node:
         return None, f"sent a signature share with index {answer.share.index}"
     try:
         statement = Statement.from_bytes(answer.statement)

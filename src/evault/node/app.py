@@ -65,6 +65,7 @@ from evault.protocol.node_api import (
     HEADER_PROPOSAL,
     HEADER_SEGMENT_COUNT,
     HEADER_SHA256,
+    HEADER_SIGN,
     HEADER_SLICE_INDEX,
     MAX_JSON_BODY_BYTES,
     MAX_LIST_LIMIT,
@@ -246,12 +247,16 @@ def create_app(
             raise BadRequest(f"{HEADER_PROPOSAL}: {exc}") from exc
         content_length = _int_param(request.headers.get("content-length"), "Content-Length")
         claimed = parse_sha256_header(request.headers.get(HEADER_SHA256))
+        sign = request.headers.get(HEADER_SIGN, "1")
+        if sign not in ("0", "1"):
+            raise BadRequest(f"{HEADER_SIGN}: expected 0 or 1, got {sign[:20]!r}")
         result = await service.deposit(
             object_id,
             proposal,
             _body(request, idle_timeout_s),
             content_length=content_length,
             claimed_sha256=claimed,
+            sign=sign == "1",
         )
         return JSONResponse(result.to_json_obj(), status_code=201)
 

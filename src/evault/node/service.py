@@ -187,7 +187,7 @@ class _Ingest:
         for blocks in self.encoder.feed(piece):
             self._segment(blocks)
 
-    def finish(self, created_at: str) -> DepositResult:
+    def finish(self, created_at: str, sign: bool = True) -> DepositResult:
         for blocks in self.encoder.finish():
             self._segment(blocks)
         size = self.encoder.size
@@ -216,8 +216,9 @@ class _Ingest:
         )
         # Durable first (fsync, rename, directory fsync, index commit), and only then sign.
         self.writer.commit(record)
-        # The share alone (one exponentiation); its proof only if the gateway asks (share()).
-        share = self.service.signer.value(statement_bytes)
+        # The share alone (one exponentiation), and only if asked for; its proof only if the
+        # gateway asks for it later (share()).
+        share = self.service.signer.value(statement_bytes) if sign else None
         return self.service._answer_deposit(statement_bytes, share, fv.roots)
 
     def abort(self) -> None:
@@ -313,8 +314,10 @@ class NodeService:
         *,
         content_length: int | None,
         claimed_sha256: str | None,
+        sign: bool = True,
     ) -> DepositResult:
-        """Run a whole deposit (spec, ``PUT /v1/objects/{id}``); nothing is kept if it fails."""
+        """Run a whole deposit (spec, ``PUT /v1/objects/{id}``); nothing is kept if it fails.
+        ``sign=False`` (``Evault-Sign: 0``) leaves the share out of the answer."""
         check_object_id(object_id)
         self.check_proposal(object_id, proposal)
         limit = self.settings.max_object_bytes
@@ -329,7 +332,7 @@ class NodeService:
         try:
             await self._pump(body, ingest, content_length)
             created_at = format_time(self.clock())
-            result = await anyio.to_thread.run_sync(ingest.finish, created_at)
+            result = await anyio.to_thread.run_sync(ingest.finish, created_at, sign)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(ingest.abort)
@@ -382,10 +385,11 @@ class NodeService:
                     await send(b"".join(parts))
 
     def _answer_deposit(
-        self, statement: bytes, share: WireShare, fv: tuple[bytes, ...]
+        self, statement: bytes, share: WireShare | None, fv: tuple[bytes, ...]
     ) -> DepositResult:
         if self.fault is Fault.LIE:
-            share = WireShare(share.index, share.value ^ 1, share.proof_c, share.proof_z)
+            if share is not None:
+                share = WireShare(share.index, share.value ^ 1, share.proof_c, share.proof_z)
             fv = _lie_fv(fv)
         return DepositResult(node=self.settings.index, statement=statement, share=share, fv=fv)
 

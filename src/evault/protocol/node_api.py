@@ -32,6 +32,9 @@ PATH_SHARE: Final = "/v1/objects/{object_id}/share"
 
 HEADER_PROPOSAL: Final = "Evault-Proposal"
 HEADER_SHA256: Final = "Evault-Sha256"
+#: ``0``: store the document but leave the signature share out of the answer (the gateway asks
+#: k nodes for shares and the others only if needed, ``GET .../share``); absent or ``1``: sign.
+HEADER_SIGN: Final = "Evault-Sign"
 HEADER_SLICE_INDEX: Final = "Evault-Slice-Index"
 HEADER_LEAVES_BYTES: Final = "Evault-Leaves-Bytes"
 HEADER_FV_HASH: Final = "Evault-Fv-Hash"
@@ -250,18 +253,19 @@ def _hex_list(obj: Any, *, what: str, length: int | None = None) -> list[bytes]:
 
 @dataclass(frozen=True)
 class DepositResult:
-    """A node's answer to ``PUT /v1/objects/{id}``."""
+    """A node's answer to ``PUT /v1/objects/{id}``; ``share`` is None when the gateway asked
+    the node not to sign (``Evault-Sign: 0``)."""
 
     node: int
     statement: bytes
-    share: WireShare
+    share: WireShare | None
     fv: tuple[bytes, ...]
 
     def to_json_obj(self) -> dict[str, Any]:
         return {
             "node": self.node,
             "statement": b64_encode(self.statement),
-            "share": self.share.to_json_obj(),
+            "share": None if self.share is None else self.share.to_json_obj(),
             "fv": [root.hex() for root in self.fv],
         }
 
@@ -276,7 +280,7 @@ class DepositResult:
             return cls(
                 node=node,
                 statement=b64_decode(obj["statement"], what="statement"),
-                share=WireShare.from_json_obj(obj["share"]),
+                share=None if obj["share"] is None else WireShare.from_json_obj(obj["share"]),
                 fv=tuple(_hex_list(obj["fv"], what="fv", length=n)),
             )
         except (KeyError, FormatError) as exc:

@@ -47,6 +47,7 @@ from evault.protocol.node_api import (
     HEADER_PROPOSAL,
     HEADER_SEGMENT_COUNT,
     HEADER_SHA256,
+    HEADER_SIGN,
     HEADER_SLICE_INDEX,
     PATH_HEALTH,
     PATH_OBJECT,
@@ -419,12 +420,18 @@ class NodeClient:
         body: AsyncIterator[bytes],
         size: int | None,
         sha256: str | None,
+        *,
+        sign: bool = True,
     ) -> DepositResult:
         """Stream a whole document to the node (``PUT /v1/objects/{id}``) and parse its answer.
 
         With ``size`` the request carries ``Content-Length``; without, chunked encoding.
+        ``sign=False`` asks the node to store the document without signing (``Evault-Sign:
+        0``); its share can be asked for later (:meth:`share`).
         """
         headers = {HEADER_PROPOSAL: proposal.to_header()}
+        if not sign:
+            headers[HEADER_SIGN] = "0"
         if size is not None:
             if size < 0:
                 raise ValueError("size: must be >= 0")
@@ -437,7 +444,10 @@ class NodeClient:
         ) as response:
             obj = await self._read_json("deposit", response)
         with _mapped(self.index, "deposit"):
-            return DepositResult.from_json_obj(obj, n=proposal.n)
+            result = DepositResult.from_json_obj(obj, n=proposal.n)
+        if sign and result.share is None:
+            raise BadNodeAnswer(self.index, "deposit", "asked to sign, sent no share")
+        return result
 
     async def meta(self, object_id: str) -> ObjectMeta:
         _check_object_id(object_id)
