@@ -34,6 +34,7 @@ from evault.errors import (
     NotFound,
     WrongState,
 )
+from evault.gateway.planner import first_signers
 from evault.gateway.service import DepositOutcome, ReceiptCombiner, VaultService
 from evault.ida import DEFAULT_CODEC_ID, StreamEncoder, get_codec
 from evault.ida.fingerprint import (
@@ -56,6 +57,7 @@ from evault.protocol.node_api import (
     ShareAnswer,
     WireShare,
     error_body,
+    object_id,
 )
 from evault.protocol.statement import Statement
 from evault.transport.nodes import NodeAddress, NodeSet, Timeouts
@@ -469,9 +471,9 @@ def test_deposit_all_nodes_up_gives_a_committed_receipt() -> None:
     assert h.catalog.calls == ["begin", "complete"]
     assert outcome.record.statement == outcome.statement
     assert all(len(node.objects) == 1 for node in h.nodes.values())
-    # k = 4 nodes were asked to sign and the combiner got exactly their shares; node 5
+    # k = 4 nodes were asked to sign and the combiner got exactly their shares; the fifth
     # stored its slice without signing, and nobody was asked for a share afterwards
-    assert h.combiner.calls == [(1, 2, 3, 4)]
+    assert h.combiner.calls == [tuple(signers_of())]
     assert not any(path.endswith("/share") for node in h.nodes.values() for _, path, _ in node.log)
 
 
@@ -991,6 +993,11 @@ def test_nothing_is_undone_once_the_receipt_is_committed() -> None:
     assert all(len(node.objects) == 1 for node in h.nodes.values())
 
 
+def signers_of(name: str = "doc.bin", version: int = 1, n: int = 5, k: int = 4) -> list[int]:
+    """The nodes the gateway asks to sign this deposit (planner.first_signers), ascending."""
+    return sorted(first_signers(object_id(VAULT, "alice", name, version), range(1, n + 1), k))
+
+
 def share_requests(h: Harness) -> list[int]:
     return sorted(
         node.index
@@ -1002,20 +1009,44 @@ def share_requests(h: Harness) -> list[int]:
 
 def test_a_signer_down_gets_the_share_of_a_node_that_only_stored() -> None:
     h = Harness(cluster())
-    h.nodes[3].faults.down = True  # one of the k = 4 nodes asked to sign
+    signers = signers_of()
+    (storer,) = set(range(1, 6)) - set(signers)
+    down = signers[1]  # one of the k = 4 nodes asked to sign
+    h.nodes[down].faults.down = True
     outcome = h.deposit(document(2000))
     assert outcome.signature == fake_signature(outcome.statement)
-    assert set(outcome.failed) == {3} and outcome.faulty == {}
-    assert share_requests(h) == [5]  # node 5 stored without signing; now asked for its share
-    assert h.combiner.calls == [(1, 2, 4, 5)]
+    assert set(outcome.failed) == {down} and outcome.faulty == {}
+    assert share_requests(h) == [storer]  # it stored without signing; now asked for its share
+    assert h.combiner.calls == [tuple(sorted(set(signers) - {down} | {storer}))]
 
 
 def test_nodes_that_only_stored_are_asked_when_a_share_is_bad() -> None:
     h = Harness(cluster())
-    h.nodes[2].faults.bad_share = True
+    signers = signers_of()
+    (storer,) = set(range(1, 6)) - set(signers)
+    liar = signers[0]
+    h.nodes[liar].faults.bad_share = True
     data = document(2000)
     outcome = h.deposit(data)
-    assert set(outcome.faulty) == {2} and "signature share" in outcome.faulty[2]
-    assert share_requests(h) == [5]
+    assert set(outcome.faulty) == {liar} and "signature share" in outcome.faulty[liar]
+    assert share_requests(h) == [storer]
     got, _ = h.retrieve()
     assert got == data
+
+
+def test_first_signers_are_k_consecutive_nodes_spread_by_object_id() -> None:
+    nodes = range(1, 6)
+    counts = dict.fromkeys(nodes, 0)
+    for version in range(1, 501):
+        chosen = first_signers(object_id(VAULT, "alice", "doc.bin", version), nodes, 4)
+        assert len(chosen) == 4
+        (left_out,) = set(nodes) - chosen
+        # consecutive, wrapping: the node left out is the one just before the first signer
+        assert chosen == {(left_out + i - 1) % 5 + 1 for i in range(1, 5)}
+        for node in chosen:
+            counts[node] += 1
+    # each node signs about 4/5 of 500 deposits
+    assert all(340 <= c <= 460 for c in counts.values()), counts
+    assert first_signers("00" * 32, nodes, 5) == frozenset(nodes)
+    with pytest.raises(ValueError):
+        first_signers("00" * 32, nodes, 6)

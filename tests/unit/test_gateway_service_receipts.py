@@ -23,7 +23,14 @@ from evault.gateway.receipts import ThresholdCombiner
 from evault.gateway.service import VaultService
 from evault.protocol.node_api import WireShare
 from tests.crypto_fixtures import VaultKey
-from tests.unit.test_gateway_service import VAULT, FakeCatalog, Harness, cluster, document
+from tests.unit.test_gateway_service import (
+    VAULT,
+    FakeCatalog,
+    Harness,
+    cluster,
+    document,
+    signers_of,
+)
 from tests.unit.test_transport_nodes import make_pki
 
 
@@ -175,12 +182,13 @@ def test_a_bad_unproven_share_gets_proofs_asked_for_and_its_node_named(
     vault_key_2048: VaultKey,
 ) -> None:
     h = unproven_harness(vault_key_2048, 5, 3, 4)
-    h.nodes[2].faults.bad_share = True  # among the first k: the optimistic combination fails
+    liar = signers_of()[1]  # asked to sign: the optimistic combination fails
+    h.nodes[liar].faults.bad_share = True
     data = document(3000)
     outcome = h.deposit(data)
     assert pss_verifies(vault_key_2048, outcome.statement, outcome.signature)
-    assert share_requests(h) == [1, 2, 3, 4, 5]
-    assert set(outcome.faulty) == {2} and "proof of correctness" in outcome.faulty[2]
+    assert share_requests(h) == [1, 2, 3, 4, 5]  # the k signers' proofs, the fifth's share
+    assert set(outcome.faulty) == {liar} and "proof of correctness" in outcome.faulty[liar]
     got, _ = h.retrieve()
     assert got == data
 
@@ -188,15 +196,17 @@ def test_a_bad_unproven_share_gets_proofs_asked_for_and_its_node_named(
 def test_an_unproven_share_still_fills_a_gap_when_its_proof_does_not_come(
     vault_key_2048: VaultKey,
 ) -> None:
-    """Node 1 lies, node 3 cannot be asked for its proof: the three proven good shares and
-    node 3's unproven one make a signature that verifies."""
+    """One signer lies, another cannot be asked for its proof: the three proven good shares
+    (two signers' and the fifth node's) and the silent signer's unproven one make a signature
+    that verifies."""
     h = unproven_harness(vault_key_2048, 5, 3, 4)
-    h.nodes[1].faults.bad_share = True
-    h.nodes[3].faults.share_down = True
+    liar, silent = signers_of()[:2]
+    h.nodes[liar].faults.bad_share = True
+    h.nodes[silent].faults.share_down = True
     outcome = h.deposit(document(700))
     assert pss_verifies(vault_key_2048, outcome.statement, outcome.signature)
-    assert set(outcome.faulty) == {1}
-    assert set(outcome.failed) == {3} and "share" in outcome.failed[3]
+    assert set(outcome.faulty) == {liar}
+    assert set(outcome.failed) == {silent} and "share" in outcome.failed[silent]
 
 
 def test_too_few_proven_shares_fail_the_deposit(paper_key_2048: VaultKey) -> None:

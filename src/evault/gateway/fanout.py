@@ -153,7 +153,7 @@ class DepositAttempt:
         s, p = self.s, self.proposal
         # k nodes are asked to sign, the others only store (their shares are asked for later if
         # one of the k fails or lies): a share is the costliest part of a node's deposit.
-        first_signers = set(sorted(s.clients)[: s.cluster.k])
+        first_signers = planner.first_signers(p.object_id(), s.clients, s.cluster.k)
         for node, client in s.clients.items():
             lane = _Lane(client, s.queue_chunks)
             lane.task = asyncio.ensure_future(

@@ -71,6 +71,17 @@ class DepositPlan:
         return self.problem is None
 
 
+def first_signers(object_id: str, nodes: Collection[int], k: int) -> frozenset[int]:
+    """The k nodes asked to sign a deposit (the others only store, and sign if needed): k
+    consecutive nodes in index order, starting at a place the object id picks, so that the
+    signing work of many deposits spreads over all nodes."""
+    ordered = sorted(nodes)
+    if not 1 <= k <= len(ordered):
+        raise ValueError(f"k: expected 1..{len(ordered)}, got {k}")
+    start = int(object_id[:8], 16) % len(ordered)
+    return frozenset(ordered[(start + i) % len(ordered)] for i in range(k))
+
+
 def check_deposit_answer(
     node: int,
     answer: DepositResult,
