@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from evault.catalog.records import VersionRecord
 from evault.errors import (
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("evault.gateway")
 
+T = TypeVar("T")
+
 #: Largest piece of a client chunk handed to the node queues (bigger chunks are cut).
 MAX_PIECE_BYTES = 256 * 1024
 
@@ -56,6 +58,28 @@ def detach(work: Awaitable[Any]) -> asyncio.Future[Any]:
     _detached.add(task)
     task.add_done_callback(_detached.discard)
     return task
+
+
+async def each_node(
+    clients: Mapping[int, NodeClient],
+    call: Callable[[NodeClient], Awaitable[T]],
+    timeout_s: float,
+) -> dict[int, T | BaseException]:
+    """``call`` on every client at once, each within ``timeout_s``: node → result, or the
+    evault error / time-out it raised (anything else is a bug and is raised)."""
+
+    async def one(client: NodeClient) -> T:
+        async with asyncio.timeout(timeout_s):
+            return await call(client)
+
+    nodes = sorted(clients)
+    results = await asyncio.gather(*(one(clients[i]) for i in nodes), return_exceptions=True)
+    out: dict[int, T | BaseException] = {}
+    for node, result in zip(nodes, results, strict=True):
+        if isinstance(result, BaseException) and not isinstance(result, EvaultError | TimeoutError):
+            raise result
+        out[node] = result
+    return out
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -197,7 +221,7 @@ class DepositAttempt:
                     self.what,
                     ", ".join(map(str, unsigned)),
                 )
-                shares += await self._more_shares(unsigned, failed, faulty)
+                shares += await self._proven_shares(unsigned, failed, faulty)
                 asked.update(unsigned)
             try:
                 signature, bad = await asyncio.to_thread(
@@ -216,19 +240,12 @@ class DepositAttempt:
                     self.what,
                     ", ".join(map(str, to_ask)),
                 )
-                proven = await self._more_shares(to_ask, failed, faulty)
+                proven = await self._proven_shares(to_ask, failed, faulty)
                 answered = {share.index for share in proven} | set(faulty)
+                kept = [share for share in shares if share.index not in answered]
                 # Proven shares first; the unproven share of a node that gave no proof may
                 # still fill a gap (the combined signature is checked either way).
-                shares = [
-                    *proven,
-                    *(share for share in shares if share.proven and share.index not in answered),
-                    *(
-                        share
-                        for share in shares
-                        if not share.proven and share.index not in answered
-                    ),
-                ]
+                shares = [*proven, *sorted(kept, key=lambda share: not share.proven)]
                 signature, bad = await asyncio.to_thread(
                     s.combiner.combine, statement_bytes, shares
                 )
@@ -286,42 +303,24 @@ class DepositAttempt:
             record=record,
         )
 
-    async def _more_shares(
+    async def _proven_shares(
         self, nodes: Sequence[int], failed: dict[int, str], faulty: dict[int, str]
     ) -> list[WireShare]:
-        """The proven shares of ``nodes`` (``GET .../share``); the nodes that could not give
-        one go to ``failed`` or ``faulty``."""
-        proven, proof_failed, proof_faulty = await self._proven_shares(nodes)
-        failed.update(proof_failed)
-        faulty.update(proof_faulty)
-        return proven
-
-    async def _proven_shares(
-        self, nodes: Sequence[int]
-    ) -> tuple[list[WireShare], dict[int, str], dict[int, str]]:
-        """Each node's share with its proof (``GET .../share``), asked of all at once:
-        (shares, failed, faulty).  A node that cannot answer is failed; one whose answer
-        breaks the protocol is faulty."""
+        """Each node's share with its proof (``GET .../share``), asked of all at once.  A node
+        that cannot answer goes to ``failed``, one whose answer breaks the protocol to
+        ``faulty``."""
         oid = self.proposal.object_id()
-
-        async def ask(node: int) -> tuple[int, WireShare | BaseException]:
-            try:
-                async with asyncio.timeout(self.s.node_timeout_s):
-                    return node, await self.s.clients[node].share(oid)
-            except (EvaultError, TimeoutError) as exc:
-                return node, exc
-
+        clients = {node: self.s.clients[node] for node in nodes}
         proven: list[WireShare] = []
-        failed: dict[int, str] = {}
-        faulty: dict[int, str] = {}
-        for node, result in await asyncio.gather(*(ask(node) for node in nodes)):
+        results = await each_node(clients, lambda c: c.share(oid), self.s.node_timeout_s)
+        for node, result in results.items():
             if isinstance(result, WireShare):
                 proven.append(result)
             elif isinstance(result, BadNodeAnswer):
                 faulty[node] = describe_failure(result)
             else:
                 failed[node] = describe_failure(result)
-        return proven, failed, faulty
+        return proven
 
     async def _offer(self, lane: _Lane, item: bytes | None) -> None:
         """Put ``item`` in the lane's queue; drop the lane if it stays full too long."""

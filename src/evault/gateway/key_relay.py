@@ -15,20 +15,16 @@ signed by the owner anyway.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from evault.catalog.names import canonical_user_id
 from evault.crypto.unwrap import peek_unwrap_request
-from evault.errors import EvaultError, NodeRejected, UnwrapRequestRejected
-from evault.gateway.fanout import describe_failure
+from evault.errors import NodeRejected, UnwrapRequestRejected
+from evault.gateway.fanout import describe_failure, each_node
 from evault.protocol.node_api import KeyDeposit, owner_id
 from evault.transport.nodes import NodeClient
-
-T = TypeVar("T")
 
 log = logging.getLogger("evault.gateway")
 
@@ -64,25 +60,6 @@ class UnwrapOutcome:
     failed: dict[int, str] = field(default_factory=dict)
 
 
-async def _each(
-    clients: Mapping[int, NodeClient],
-    call: Callable[[NodeClient], Awaitable[T]],
-    timeout_s: float,
-) -> dict[int, T | BaseException]:
-    async def one(client: NodeClient) -> T:
-        async with asyncio.timeout(timeout_s):
-            return await call(client)
-
-    nodes = sorted(clients)
-    results = await asyncio.gather(*(one(clients[i]) for i in nodes), return_exceptions=True)
-    out: dict[int, T | BaseException] = {}
-    for node, result in zip(nodes, results, strict=True):
-        if isinstance(result, BaseException) and not isinstance(result, EvaultError | TimeoutError):
-            raise result
-        out[node] = result
-    return out
-
-
 async def put_unwrap_key(
     clients: Mapping[int, NodeClient],
     *,
@@ -96,7 +73,7 @@ async def put_unwrap_key(
     owner = canonical_user_id(owner)
     oid = owner_id(vault, owner)
     targets = {i: c for i, c in clients.items() if i in sealed}
-    results = await _each(
+    results = await each_node(
         targets,
         lambda c: c.put_unwrap_key(oid, KeyDeposit(owner, sealed[c.index], certificate)),
         timeout_s,
@@ -120,7 +97,7 @@ async def unwrap_keys(
 ) -> KeyListOutcome:
     """Every node's certificates of ``owner``'s keys."""
     oid = owner_id(vault, canonical_user_id(owner))
-    results = await _each(clients, lambda c: c.unwrap_keys(oid), timeout_s)
+    results = await each_node(clients, lambda c: c.unwrap_keys(oid), timeout_s)
     out = KeyListOutcome()
     for node, result in results.items():
         if isinstance(result, BaseException):
@@ -146,7 +123,7 @@ async def unwrap(
         )
     if peeked.vault != vault:
         raise UnwrapRequestRejected("wrong_vault", f"this gateway serves vault {vault}")
-    results = await _each(clients, lambda c: c.unwrap(signed_request), timeout_s)
+    results = await each_node(clients, lambda c: c.unwrap(signed_request), timeout_s)
     out = UnwrapOutcome()
     for node, result in results.items():
         if isinstance(result, NodeRejected) and result.node_code in REFUSAL_CODES:

@@ -39,6 +39,7 @@ from evault.gateway.fanout import (
     DepositOutcome,
     describe_failure,
     detach,
+    each_node,
     name_reasons,
 )
 from evault.gateway.rebuild import (
@@ -436,21 +437,13 @@ class VaultService:
     ) -> dict[int, str]:
         """DELETE ``oid`` on every node (but ``skip``) at once; the nodes it did not reach."""
 
-        async def one(client: NodeClient) -> None:
-            async with asyncio.timeout(self.node_timeout_s):
-                await client.delete(oid)
-
-        targets = [node for node in self.clients if node not in skip]
-        results = await asyncio.gather(
-            *(one(self.clients[node]) for node in targets), return_exceptions=True
-        )
-        failed: dict[int, str] = {}
-        for node, result in zip(targets, results, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, EvaultError | TimeoutError):
-                    raise result
-                failed[node] = describe_failure(result)
-        return failed
+        targets = {node: c for node, c in self.clients.items() if node not in skip}
+        results = await each_node(targets, lambda c: c.delete(oid), self.node_timeout_s)
+        return {
+            node: describe_failure(result)
+            for node, result in results.items()
+            if isinstance(result, BaseException)
+        }
 
     async def health(self) -> dict[int, str]:
         """Every node's state in a word or a sentence ("ok" or why not)."""
