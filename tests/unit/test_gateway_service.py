@@ -710,7 +710,7 @@ def test_round_trip_sizes(size: int) -> None:
     assert got == data
 
 
-@pytest.mark.parametrize("checked_in", ["reader", "worker thread"])
+@pytest.mark.parametrize("checked_in", ["event loop", "worker thread"])
 def test_node_flipping_bytes_is_named_and_bytes_are_right(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, checked_in: str
 ) -> None:

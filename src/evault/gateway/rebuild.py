@@ -7,9 +7,10 @@ already knows that FV (:class:`FVCache`: filled by the deposit and by earlier re
 by the vector's own hash) the metadata round is skipped; each slice answer names the hash of
 its node's FV and a node naming another one is faulty.  Slices are streamed from m
 nodes at once (systematic slices first, see the planner); the leaf list of each is checked
-against its root in the FV, then each block against its leaf as it arrives.  A node that fails,
-lies or stays silent for ``slow_node_s`` is replaced by the next best node, resuming at the
-segment where it failed (``from_segment``).  Big segments are decoded in a worker thread;
+against its root in the FV as it arrives, then each block against its leaf when its segment is
+rebuilt, before any of it is used.  A node that fails, lies or stays silent for ``slow_node_s``
+is replaced by the next best node, resuming at the segment where it failed (``from_segment``).
+Big segments are checked and decoded in a worker thread;
 segment i + 1 is rebuilt while segment i goes out, and each slice stream reads at most two
 blocks ahead, so memory stays a few segments.
 
@@ -191,13 +192,10 @@ class _SliceReader:
                     self.node, "slice", f"has {stream.segment_count} segments, not {count}"
                 )
             raw = await stream.read_exactly(stream.leaves_bytes)
-            verifier = SliceVerifier(self._fv.roots[j], j, leaves_from_bytes(raw, count))
-            self.verifier = verifier
+            self.verifier = SliceVerifier(self._fv.roots[j], j, leaves_from_bytes(raw, count))
             for i in range(self._from, count):
+                # Checked against its leaf by DocumentReader._segment, with the decode.
                 block = await stream.read_exactly(layout.block_bytes(i))
-                if layout.segment_len(i) <= INLINE_DECODE_BYTES:
-                    verifier.verify(i, block)
-                # else: checked by DocumentReader._segment in its worker thread, with the decode
                 if i == count - 1:
                     # Read the answer to its end before handing the last block over, so the
                     # connection goes back to the pool now (and is never dropped by a close).
@@ -264,8 +262,8 @@ def _verify_and_decode(
     layout: Layout,
     hasher: Any,
 ) -> tuple[bytes | None, dict[int, SliceCorrupt]]:
-    """Segment ``i``: check each block against its leaf, then decode and hash it (in a worker
-    thread).  (None, {slice: error}) if any block fails."""
+    """Segment ``i``: check each block against its leaf, then decode and hash the segment.
+    (None, {slice: error}) if any block fails."""
     failures: dict[int, SliceCorrupt] = {}
     for j, block in blocks.items():
         verifier = owners[j].verifier
@@ -453,14 +451,13 @@ class DocumentReader:
     async def _segment(self, i: int) -> bytes:
         """Rebuild segment ``i`` from m verified blocks, replacing nodes that fail.
 
-        Blocks of small segments arrive verified (by their readers, on the event loop).  Those
-        of big segments are verified here, in the worker thread that decodes and hashes the
-        segment: SHA-256 releases the GIL, so the loop keeps moving bytes meanwhile, at no extra
-        thread hand-off.  A block that fails its leaf gets its node replaced, and the segment
-        is decoded only once all m blocks passed.
+        Each block is checked against its leaf where the segment is decoded and hashed: on the
+        event loop for small segments, in a worker thread for big ones (SHA-256 releases the
+        GIL, so the loop keeps moving bytes meanwhile, at one hand-off per segment).  A block
+        that fails its leaf gets its node replaced, and the segment is decoded only once all m
+        blocks passed.
         """
-        layout, hasher = self.layout, self.hasher
-        codec, m = layout.codec, self.statement.m
+        layout, hasher, m = self.layout, self.hasher, self.statement.m
         blocks: dict[int, bytes] = {}
         owners: dict[int, _SliceReader] = {}
         while True:
@@ -483,14 +480,12 @@ class DocumentReader:
                         raise result
 
             if layout.segment_len(i) <= INLINE_DECODE_BYTES:
-                # Verified on arrival; cheaper here than the hand-off to a worker thread.
-                data = codec.decode(blocks, layout.segment_len(i))
-                hasher.update(data)
-                return data
-
-            rebuilt, failures = await asyncio.to_thread(
-                _verify_and_decode, i, blocks, owners, layout, hasher
-            )
+                # Cheaper here than the hand-off to a worker thread.
+                rebuilt, failures = _verify_and_decode(i, blocks, owners, layout, hasher)
+            else:
+                rebuilt, failures = await asyncio.to_thread(
+                    _verify_and_decode, i, blocks, owners, layout, hasher
+                )
             if rebuilt is not None:
                 return rebuilt
             for j, exc in failures.items():
