@@ -38,9 +38,11 @@ def _engine_version(catalog: Catalog, owner: str, name: str, version: int | None
 
 
 def test_the_fast_path_is_the_one_used_on_a_sqlite_file(catalog: Catalog) -> None:
-    assert catalog._fast is not None
-    # PostgreSQL reads go through the engine (nothing connects until the first call).
-    assert Catalog("postgresql://postgres@127.0.0.1:5432/test")._fast is None
+    assert catalog._fast is not None and catalog.point_reads_inline
+    # PostgreSQL reads go through the engine (nothing connects until the first call), and
+    # the gateway keeps them off its event loop.
+    remote = Catalog("postgresql://postgres@127.0.0.1:5432/test")
+    assert remote._fast is None and not remote.point_reads_inline
 
 
 def test_versions_read_fast_equal_the_engine_rows(catalog: Catalog, clock: FakeClock) -> None:

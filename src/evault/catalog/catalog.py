@@ -174,6 +174,14 @@ class Catalog:
         return str(self._engine.dialect.name)
 
     @property
+    def point_reads_inline(self) -> bool:
+        """True if :meth:`get_version` and :meth:`lookup_token` may run on an event loop: on
+        SQLite they are local reads of ~0.1 ms that never wait for a writer (WAL, and
+        :mod:`evault.catalog.fastread`), cheaper than a hand-off to a thread; a networked
+        database's reads belong in threads."""
+        return self._fast is not None
+
+    @property
     def engine(self) -> sa.Engine:
         """The pooled engine (for operations tooling and tests; not for queries of your own)."""
         return self._engine

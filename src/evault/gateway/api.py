@@ -115,7 +115,7 @@ class CatalogPort(Protocol):
     def issue_token(self, user_id: str, ttl_s: float, kind: Any = "api") -> str: ...
 
     @property
-    def dialect(self) -> str: ...
+    def point_reads_inline(self) -> bool: ...
 
     def resolve_token(self, token: str) -> str: ...
 
@@ -470,10 +470,9 @@ async def current_caller(
 
 
 async def catalog_point_read(s: ApiSettings, fn: Callable[..., T], *args: Any) -> T:
-    """A catalog point read: on the event loop for SQLite (a local file read of well under a
-    millisecond, cheaper than the thread hand-off), in a worker thread for a networked
-    database."""
-    if s.catalog.dialect == "sqlite":
+    """A catalog point read: on the event loop when the catalog says it is cheap enough
+    (``point_reads_inline``), else in a worker thread."""
+    if s.catalog.point_reads_inline:
         return fn(*args)
     return await run_in_threadpool(fn, *args)
 

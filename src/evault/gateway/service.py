@@ -276,9 +276,8 @@ class VaultService:
         self.fv_cache = FVCache(fv_cache_entries)
         #: receipts verified by this process (a known one is not verified again)
         self.verified_receipts = VerifiedReceipts()
-        # SQLite point reads take ~0.1 ms and never wait for a writer (WAL): cheaper on the
-        # event loop than a thread hop.  Other databases answer over the network: threads.
-        self._catalog_reads_inline = getattr(catalog, "dialect", None) == "sqlite"
+        # The catalog knows whether its point reads are cheap enough for the event loop.
+        self._catalog_reads_inline = bool(getattr(catalog, "point_reads_inline", False))
 
     async def aclose(self) -> None:
         if self._node_set is not None:

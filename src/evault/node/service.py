@@ -389,7 +389,7 @@ class NodeService:
     ) -> DepositResult:
         if self.fault is Fault.LIE:
             if share is not None:
-                share = WireShare(share.index, share.value ^ 1, share.proof_c, share.proof_z)
+                share = _lie_share(share)
             fv = _lie_fv(fv)
         return DepositResult(node=self.settings.index, statement=statement, share=share, fv=fv)
 
@@ -402,7 +402,7 @@ class NodeService:
         record = self.store.get(object_id)
         share = await anyio.to_thread.run_sync(self.signer.sign, record.statement)
         if self.fault is Fault.LIE:  # a wrong value under a proof of the right one
-            share = WireShare(share.index, share.value ^ 1, share.proof_c, share.proof_z)
+            share = _lie_share(share)
         return ShareAnswer(node=self.settings.index, share=share)
 
     # --- reads -----------------------------------------------------------------------------
@@ -516,6 +516,11 @@ def _groups(sizes: Iterable[int], limit: int) -> Iterator[int]:
         total += size
     if total:
         yield total
+
+
+def _lie_share(share: WireShare) -> WireShare:
+    """The test-only liar's share: a wrong value, the rest (proof included) untouched."""
+    return WireShare(share.index, share.value ^ 1, share.proof_c, share.proof_z)
 
 
 def _lie_fv(fv: tuple[bytes, ...]) -> tuple[bytes, ...]:
