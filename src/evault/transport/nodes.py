@@ -103,21 +103,11 @@ class PoolLimits:
 
     ``max_connections`` bounds the connections open to one node at once (one per concurrent
     deposit or retrieval using it); a connection read to its end goes back to the pool and is
-    closed after ``keepalive_expiry_s`` unused.  ``max_keepalive_connections`` bounds the idle
-    ones kept only on the httpx hop used by tests (aiohttp keeps every idle connection until
-    it expires).
+    closed after ``keepalive_expiry_s`` unused (aiohttp keeps every idle connection until then).
     """
 
     max_connections: int = 128
-    max_keepalive_connections: int = 24
     keepalive_expiry_s: float = 60.0
-
-    def to_httpx(self) -> httpx.Limits:
-        return httpx.Limits(
-            max_connections=self.max_connections,
-            max_keepalive_connections=self.max_keepalive_connections,
-            keepalive_expiry=self.keepalive_expiry_s,
-        )
 
 
 @dataclass(frozen=True)
