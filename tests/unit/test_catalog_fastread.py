@@ -5,11 +5,16 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BinaryExpression
 
-from evault.catalog import Catalog
-from evault.catalog.catalog import _TOKEN_LOOKUP, _fetch_version
+from evault.catalog import Catalog, schema
+from evault.catalog.catalog import _LATEST_VERSION, _ONE_VERSION, _TOKEN_LOOKUP, _fetch_version
+from evault.catalog.schema import versions
 from evault.errors import AuthFailed, CatalogError, NotFound
 from tests.unit.test_catalog import (
     CHEAP_HASHER,
@@ -123,3 +128,49 @@ def test_a_missing_schema_is_a_catalog_error_and_close_ends_the_fast_path(
     bare.close()
     with pytest.raises(CatalogError, match="closed"):
         bare.lookup_token("some-token")
+
+
+def _partial_index_columns() -> set[sa.Column[Any]]:
+    """Columns named in the condition of a partial index of the catalog's schema."""
+    columns: set[sa.Column[Any]] = set()
+    for table in schema.metadata.tables.values():
+        for index in table.indexes:
+            for dialect in ("sqlite", "postgresql"):
+                condition = index.dialect_options[dialect].get("where")
+                if condition is not None:
+                    columns.update(
+                        c for c in visitors.iterate(condition) if isinstance(c, sa.Column)
+                    )
+    return columns
+
+
+def test_no_point_read_binds_a_value_against_a_partial_index_condition(
+    catalog: Catalog,
+) -> None:
+    # SQLite re-prepares a statement before every run when a bound value is compared with a
+    # column a partial index's condition names: that made each version look-up ~10x dearer.
+    conditioned = _partial_index_columns()
+    assert versions.c.state in conditioned  # the pending-deposits index; the check has teeth
+    assert catalog._fast is not None
+    statements = [_TOKEN_LOOKUP, *_LATEST_VERSION.values(), *_ONE_VERSION.values()]
+    for statement in statements:
+        for element in visitors.iterate(statement):
+            if isinstance(element, BinaryExpression):
+                sides = (element.left, element.right)
+                bound = any(isinstance(side, sa.BindParameter) for side in sides)
+                assert not (bound and any(side in conditioned for side in sides)), str(element)
+    # And the compiled SQL the fast path runs says the state outright.
+    for key in ("latest", "one"):
+        assert "versions.state = 'stored'" in catalog._fast_reads[key].sql
+
+
+def test_deleted_versions_are_looked_up_with_their_own_statement(
+    catalog: Catalog, clock: FakeClock
+) -> None:
+    make_user(catalog)
+    version = catalog.begin_deposit("alice", "gone.txt")
+    catalog.complete_deposit("alice", "gone.txt", version, **receipt_fields(b"x"))
+    with catalog.engine.connect() as conn:
+        assert _fetch_version(conn, "alice", "gone.txt", None, state="stored").version == version
+        with pytest.raises(NotFound):
+            _fetch_version(conn, "alice", "gone.txt", None, state="deleted")

@@ -161,8 +161,8 @@ class Catalog:
                 key: PreparedRead(statement, dialect)
                 for key, statement in (
                     ("token", _TOKEN_LOOKUP),
-                    ("latest", _LATEST_VERSION),
-                    ("one", _ONE_VERSION),
+                    ("latest", _LATEST_VERSION["stored"]),
+                    ("one", _ONE_VERSION["stored"]),
                 )
             }
 
@@ -767,11 +767,11 @@ class Catalog:
         validate_document_name(name)
         if version is not None:
             _check_int("version", version, low=1)
-        params: dict[str, Any] = {"owner": uid, "name": name, "state": "stored"}
+        params: dict[str, Any] = {"owner": uid, "name": name}
         if version is None:
-            row = self._point_read("latest", _LATEST_VERSION, params)
+            row = self._point_read("latest", _LATEST_VERSION["stored"], params)
         else:
-            row = self._point_read("one", _ONE_VERSION, params | {"version": version})
+            row = self._point_read("one", _ONE_VERSION["stored"], params | {"version": version})
         if row is None:
             raise _version_not_found(name, version)
         return _version_record(row)
@@ -979,13 +979,28 @@ def _version_select() -> sa.Select[Any]:
 
 # The point look-ups on every request are built once with bound parameters: building a
 # statement costs more than SQLite takes to run it (measured with evault.catalog.bench).
-_VERSION_OF_DOCUMENT = _version_select().where(
-    documents.c.owner == sa.bindparam("owner"),
-    documents.c.name == sa.bindparam("name"),
-    versions.c.state == sa.bindparam("state"),
-)
-_LATEST_VERSION: Final = _VERSION_OF_DOCUMENT.order_by(versions.c.version.desc()).limit(1)
-_ONE_VERSION: Final = _VERSION_OF_DOCUMENT.where(versions.c.version == sa.bindparam("version"))
+#
+# The state is written into the SQL, never bound: SQLite re-prepares a statement before every
+# run when a bound value is compared with a column that a partial index's condition names
+# (ix_versions_pending_began_at, state = 'pending'), and that re-prepare cost ten times the
+# read itself (tests/unit/test_catalog_fastread.py checks that none does).
+def _version_of_document(state: VersionState) -> sa.Select[Any]:
+    return _version_select().where(
+        documents.c.owner == sa.bindparam("owner"),
+        documents.c.name == sa.bindparam("name"),
+        versions.c.state == sa.literal_column(f"'{state}'"),
+    )
+
+
+_LOOKED_UP_STATES: Final[tuple[VersionState, ...]] = ("stored", "deleted")
+_LATEST_VERSION: Final = {
+    state: _version_of_document(state).order_by(versions.c.version.desc()).limit(1)
+    for state in _LOOKED_UP_STATES
+}
+_ONE_VERSION: Final = {
+    state: _version_of_document(state).where(versions.c.version == sa.bindparam("version"))
+    for state in _LOOKED_UP_STATES
+}
 _TOKEN_LOOKUP: Final = sa.select(
     tokens.c.user_id,
     tokens.c.kind,
@@ -1026,11 +1041,11 @@ def _fetch_version(
     *,
     state: VersionState,
 ) -> VersionRecord:
-    params: dict[str, Any] = {"owner": uid, "name": name, "state": state}
+    params: dict[str, Any] = {"owner": uid, "name": name}
     if version is None:
-        row = conn.execute(_LATEST_VERSION, params).first()
+        row = conn.execute(_LATEST_VERSION[state], params).first()
     else:
-        row = conn.execute(_ONE_VERSION, params | {"version": version}).first()
+        row = conn.execute(_ONE_VERSION[state], params | {"version": version}).first()
     if row is None:
         raise _version_not_found(name, version)
     return _version_record(row)
