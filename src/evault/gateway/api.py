@@ -35,7 +35,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Protocol, TypeVar
@@ -461,11 +461,16 @@ async def current_caller(
 ) -> Caller:
     if credentials is None:
         raise AuthFailed("this request needs a bearer token: Authorization: Bearer <token>")
-    token = credentials.credentials
+    return await authenticate(s, credentials.credentials, request.scope)
+
+
+async def authenticate(s: ApiSettings, token: str, scope: MutableMapping[str, Any]) -> Caller:
+    """The caller a bearer token stands for (``AuthFailed`` otherwise); the user id goes into
+    the ASGI scope for the access log."""
     found = await catalog_point_read(s, s.catalog.lookup_token, token)
     if found.stale:  # at most once a minute per token: the write goes to a worker thread
         await run_in_threadpool(s.catalog.touch_token, token)
-    request.scope[SCOPE_USER_KEY] = found.user_id
+    scope[SCOPE_USER_KEY] = found.user_id
     return Caller(user_id=found.user_id, token=token)
 
 
@@ -849,6 +854,14 @@ async def deposit(
 async def retrieve(
     name: DocName, caller: CurrentCaller, s: Settings, version: VersionQuery = None
 ) -> Response:
+    return await retrieval_response(s, caller, name, version)
+
+
+async def retrieval_response(
+    s: ApiSettings, caller: Caller, name: str, version: int | None
+) -> Response:
+    """GET /documents/{name}: the route's whole work once the caller is known (also run
+    by the gateway's fast path for plain retrievals, ``evault.gateway.app``)."""
     check_api_document_name(name)
     retrieval = await s.service.retrieve(caller.user_id, name, version)
     # The first (verified) chunk before any header goes out: a failure up to here is still a
