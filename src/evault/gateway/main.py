@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,6 +33,7 @@ from evault.errors import ConfigError
 from evault.gateway.api import ApiSettings, VaultInfo
 from evault.gateway.app import Lifespan, create_app
 from evault.gateway.service import VaultService
+from evault.serving import configure_logging, settle_heap
 from evault.transport.tls import server_context
 
 log = logging.getLogger("evault.gateway")
@@ -150,19 +150,14 @@ def run_gateway(config_path: str | Path, port: int | None = None) -> None:
     announce = READY_MESSAGE.format(host=bound_host, port=bound_port, vault=info.vault_id)
     server = _Server(server_config, announce)
     try:
+        settle_heap()
         server.run(sockets=[sock])
     finally:
         sock.close()
 
 
 def _configure_logging() -> None:
-    root = logging.getLogger()
-    if root.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    configure_logging()
     # One access line per public request is the record; the node calls behind it would add
     # five to ten lines each (failures are logged by the service with their reasons).
     for noisy in ("httpx", "httpcore"):

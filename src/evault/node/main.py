@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +36,7 @@ from evault.node.service import SLOW_FAULT_DELAY_S, Fault, NodeService, NodeSett
 from evault.node.signing import ShareSigner
 from evault.node.unwrap import UnwrapService, load_seal_key
 from evault.protocol.node_api import GATEWAY_CERT_CN, MAX_UNWRAP_KEYS_PER_OWNER
+from evault.serving import configure_logging, settle_heap
 from evault.store import DiskSliceStore
 from evault.store.keys import KeyShareStore
 
@@ -65,15 +65,6 @@ def parse_fault(fault: str | None, environ: dict[str, str] | None = None) -> Fau
             f"set {ALLOW_FAULTS_ENV}=1 to allow it"
         )
     return mode
-
-
-def _setup_logging() -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
 
 
 def _signer(config: NodeConfig) -> ShareSigner:
@@ -151,7 +142,7 @@ def traffic_dir(environ: dict[str, str] | None = None) -> Path | None:
 
 def run_node(config_path: str | Path, fault: str | None = None) -> None:
     """Run the node of ``config_path`` until SIGTERM/SIGINT (see the module docstring)."""
-    _setup_logging()
+    configure_logging()
     config = load_node_config(config_path)
     mode = parse_fault(fault)
     if mode is not None:
@@ -208,6 +199,7 @@ def _serve_until_signalled(server: uvicorn.Server) -> list[int]:
 
     previous = {s: signal.signal(s, note) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        settle_heap()
         server.run()
     finally:
         for s, handler in previous.items():

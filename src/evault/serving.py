@@ -1,0 +1,48 @@
+"""What the long-running server processes (``evault node``, ``evault gateway``) share before
+they serve: their log format, and the interpreter settings that suit a server.
+
+* Log records skip what the format never shows: the calling frame (file, line, function),
+  thread, process and multiprocessing names.  The logging HOWTO ("Optimization") names these
+  switches; each record is then cheaper to make, and a node writes one per request.
+* The cyclic garbage collector: everything alive when serving starts (modules, the app, the
+  catalog, keys) is moved out of its sight (``gc.freeze``), and the youngest generation is
+  collected every 10,000 net allocations instead of every 700.  Serving a request allocates
+  thousands of short-lived objects, nearly all freed by reference counting; with the default
+  threshold the collector still ran several times per small request and took about 4 % of
+  the gateway's CPU.  Memory stays bounded: the collector still runs, only less often.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+from typing import Final
+
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: Net allocations of container objects between two collections of the youngest generation.
+GC_YOUNG_THRESHOLD: Final = 10_000
+
+
+def configure_logging() -> None:
+    """INFO and up to stderr in the house format, unless the root logger is set up already."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    # LOG_FORMAT shows none of these: do not gather them for every record.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # the HOWTO's switch for findCaller
+
+
+def settle_heap() -> None:
+    """Call once, when start-up is done and serving begins (module text)."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
