@@ -16,6 +16,7 @@ from typing import IO
 import pytest
 
 from evault.errors import (
+    BadRange,
     DepositCancelled,
     InsufficientStorage,
     ObjectDamaged,
@@ -109,6 +110,9 @@ def test_commit_then_read_back_every_part(store: DiskSliceStore) -> None:
         assert b"".join(reader.iter_blocks(10_000)) == blocks_for(1, 3, 400)[2]
     with store.open_slice(record.object_id, from_segment=3) as reader:
         assert b"".join(reader.iter_blocks(10_000)) == b""
+    for beyond in (4, -1):
+        with pytest.raises(BadRange):
+            store.open_slice(record.object_id, from_segment=beyond)
     assert store.slice_path(record.object_id).stat().st_size == 2400
 
 

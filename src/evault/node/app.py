@@ -211,11 +211,13 @@ def create_app(
     idle_timeout_s: float = BODY_IDLE_TIMEOUT_S,
     unwrap: UnwrapService | None = None,
     traffic_dir: Path | None = None,
+    fast_path: bool = True,
 ) -> ASGIApp:
     """The node's ASGI app.  ``require_client_cn=None`` turns the certificate gate off, which
     only in-process tests do (they have no TLS connection); ``evault node`` never does.
     ``unwrap`` serves the unwrap-key routes; ``traffic_dir`` (tests only) records every body
-    (:class:`TrafficRecorder`)."""
+    (:class:`TrafficRecorder`); ``fast_path=False`` routes slice reads through Starlette's
+    router like every other request (tests compare the two, :class:`SliceFastPath`)."""
 
     @_guarded
     async def health(request: Request) -> Response:
@@ -351,12 +353,47 @@ def create_app(
         ],
         exception_handlers={HTTPException: unknown},
     )
-    gated: ASGIApp = app
+    gated: ASGIApp = SliceFastPath(app, get_slice) if fast_path else app
     if require_client_cn is not None:
         gated = ClientCertGate(app, require_client_cn)
     if traffic_dir is not None:
         gated = TrafficRecorder(gated, traffic_dir, node=service.settings.index)
     return AccessLog(gated, node=service.settings.index)
+
+
+# --- slice reads straight to their endpoint -------------------------------------------------
+
+_OBJECTS_PREFIX: Final = PATH_OBJECTS + "/"
+_SLICE_SUFFIX: Final = PATH_SLICE.rsplit("}", 1)[1]
+
+
+class SliceFastPath:
+    """``GET /v1/objects/{object_id}/slice``, the request every retrieval sends to m nodes,
+    goes straight to its (guarded) endpoint, past Starlette's router and its two exception
+    middlewares; every other request goes to ``app``.  The endpoint sees the same request
+    (path parameter included) and answers, errors and all, as it does behind the router."""
+
+    def __init__(self, app: ASGIApp, endpoint: Endpoint) -> None:
+        self.app = app
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            object_id = _slice_object_id(scope["path"])
+            if object_id is not None:
+                scope["path_params"] = {"object_id": object_id}
+                response = await self.endpoint(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _slice_object_id(path: str) -> str | None:
+    """The ``{object_id}`` of a slice path (as the router would match it), else None."""
+    if not (path.startswith(_OBJECTS_PREFIX) and path.endswith(_SLICE_SUFFIX)):
+        return None
+    object_id = path[len(_OBJECTS_PREFIX) : -len(_SLICE_SUFFIX)]
+    return object_id if object_id and "/" not in object_id else None
 
 
 # --- test-only: every body the gateway sends and receives, written to files -----------------

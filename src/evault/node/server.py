@@ -105,6 +105,8 @@ def make_server(
         access_log=False,  # AccessLog writes our own line per request
         log_config=None,
         server_header=False,
+        # Only the gateway talks to a node, directly: no proxy's X-Forwarded-* is believed.
+        proxy_headers=False,
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )

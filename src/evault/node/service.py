@@ -48,7 +48,6 @@ import anyio.to_thread
 from evault.config import ClusterParams, NodeConfig
 from evault.errors import (
     BadProposal,
-    BadRange,
     BadRequest,
     BadRequestLength,
     DigestMismatch,
@@ -426,9 +425,6 @@ class NodeService:
     async def open_slice(self, object_id: str, from_segment: int) -> SliceReader:
         """The node's slice from ``from_segment`` on; ``BadRange`` if that is past its end."""
         check_object_id(object_id)
-        record = self.store.get(object_id)
-        if from_segment > record.segment_count:
-            raise BadRange(from_segment, record.segment_count)
         return self.store.open_slice(object_id, from_segment)
 
     def small_slice_body(self, reader: SliceReader, from_segment: int) -> bytes | None:

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import IO, Any, Final, Self
 
 from evault.errors import (
+    BadRange,
     DepositCancelled,
     InsufficientStorage,
     ObjectDamaged,
@@ -494,7 +495,7 @@ class DiskSliceStore:
     def open_slice(self, object_id: str, from_segment: int = 0) -> DiskSliceReader:
         record = self.get(object_id)
         if not 0 <= from_segment <= record.segment_count:
-            raise ValueError(f"from_segment: {from_segment} is not in 0..{record.segment_count}")
+            raise BadRange(from_segment, record.segment_count)
         path = self.slice_path(object_id)
         try:
             fh = path.open("rb")
