@@ -447,3 +447,21 @@ def test_node_set_time_outs_apply_on_the_bare_transport() -> None:
             server.close()
 
     assert asyncio.run(main()) is NodeTimeout
+
+
+def test_parsed_statements_are_remembered_by_their_exact_bytes() -> None:
+    from evault.errors import FormatError
+    from evault.gateway.service import parsed_statement
+    from tests.unit.test_statement import FIELDS
+
+    raw = Statement(**FIELDS).to_bytes()  # type: ignore[arg-type]
+    first = parsed_statement(bytes(raw))
+    assert first == Statement.from_bytes(raw)
+    assert parsed_statement(bytes(raw)) is first  # equal bytes, another object: remembered
+    other = Statement(**{**FIELDS, "version": 2}).to_bytes()  # type: ignore[arg-type]
+    assert parsed_statement(other).version == 2
+    broken = raw.replace(b'"v":1', b'"v":2')
+    assert broken != raw
+    for _ in range(2):  # a refusal is never remembered as a statement
+        with pytest.raises(FormatError):
+            parsed_statement(broken)

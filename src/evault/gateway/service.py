@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from evault.catalog.names import canonical_user_id
 from evault.catalog.records import PendingVersion, VersionRecord
@@ -57,6 +58,10 @@ from evault.transport.nodes import NodeAddress, NodeClient, NodeSet, Timeouts
 log = logging.getLogger("evault.gateway")
 
 T = TypeVar("T")
+
+#: Parsed statements kept by :func:`parsed_statement` (about a kilobyte each).
+PARSED_STATEMENTS: Final = 1024
+
 Clock = Callable[[], datetime]
 
 _HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -143,6 +148,14 @@ class CleanupOutcome:
 
 
 # --- the service ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=PARSED_STATEMENTS)
+def parsed_statement(statement: bytes) -> Statement:
+    """``Statement.from_bytes``, remembered for the most recently retrieved versions: the
+    parse is a pure function of the bytes (any other bytes are parsed afresh), and it cost
+    about 4 % of the gateway's CPU on a small retrieval."""
+    return Statement.from_bytes(statement)
 
 
 class VaultService:
@@ -366,7 +379,7 @@ class VaultService:
         if not self.verified_receipts.seen(record.statement, record.signature):
             await asyncio.to_thread(self.combiner.verify, record.statement, record.signature)
             self.verified_receipts.add(record.statement, record.signature)
-        statement = Statement.from_bytes(record.statement)
+        statement = parsed_statement(record.statement)
         if statement.vault != self.vault:
             raise ConfigError(
                 f"the catalog's receipt for {name!r} is from vault {statement.vault}, "
