@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from evault.node.app import _slice_object_id, create_app
+from evault.protocol.node_api import GATEWAY_CERT_CN
 from tests.unit.test_node_app import (  # noqa: F401 - anyio_backend is a fixture
     SEGMENT,
     Node,
@@ -73,4 +74,29 @@ async def test_fast_path_and_router_answer_alike(tmp_path: Path, vault_key_2048:
     finally:
         await slow.aclose()
         await node.client.aclose()
+        node.store.close()
+
+
+@pytest.mark.parametrize("require_client_cn", [GATEWAY_CERT_CN, None])
+@pytest.mark.parametrize("record_traffic", [False, True])
+def test_every_app_configuration_has_the_fast_path(
+    tmp_path: Path, vault_key_2048: Any, require_client_cn: str | None, record_traffic: bool
+) -> None:
+    node = Node(tmp_path, (vault_key_2048.public, list(vault_key_2048.shares)))
+    try:
+        app: Any = create_app(
+            node.service,
+            require_client_cn=require_client_cn,
+            traffic_dir=tmp_path / "traffic" if record_traffic else None,
+        )
+        layers = []
+        while app is not None:
+            layers.append(type(app).__name__)
+            app = getattr(app, "app", None)
+        assert "SliceFastPath" in layers, layers
+        assert ("ClientCertGate" in layers) == (require_client_cn is not None)
+        # Behind the gate (when there is one), never in front of it.
+        if require_client_cn is not None:
+            assert layers.index("ClientCertGate") < layers.index("SliceFastPath")
+    finally:
         node.store.close()

@@ -355,7 +355,7 @@ def create_app(
     )
     gated: ASGIApp = SliceFastPath(app, get_slice) if fast_path else app
     if require_client_cn is not None:
-        gated = ClientCertGate(app, require_client_cn)
+        gated = ClientCertGate(gated, require_client_cn)
     if traffic_dir is not None:
         gated = TrafficRecorder(gated, traffic_dir, node=service.settings.index)
     return AccessLog(gated, node=service.settings.index)
