@@ -34,6 +34,7 @@ from evault.gateway.api import ApiSettings, VaultInfo
 from evault.gateway.app import Lifespan, create_app
 from evault.gateway.service import VaultService
 from evault.serving import configure_logging, settle_heap
+from evault.transport.coalesce import CoalescingHttpToolsProtocol
 from evault.transport.tls import server_context
 
 log = logging.getLogger("evault.gateway")
@@ -139,6 +140,7 @@ def run_gateway(config_path: str | Path, port: int | None = None) -> None:
         host=bound_host,
         port=bound_port,
         ssl_context_factory=tls_factory,
+        http=CoalescingHttpToolsProtocol,
         lifespan="on",
         log_config=None,  # our logging set-up (below) applies to uvicorn's loggers too
         access_log=False,  # replaced by evault.gateway.access, which never logs headers

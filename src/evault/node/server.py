@@ -23,14 +23,9 @@ from typing import Any, Final
 import uvicorn
 from cryptography import x509
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from evault.transport.coalesce import CoalescingHttpToolsProtocol
 from evault.transport.tls import server_context
-
-try:  # the faster parser when it is installed, as uvicorn's "auto" would choose
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _BaseProtocol
-except ImportError:  # pragma: no cover
-    _BaseProtocol = H11Protocol  # type: ignore[assignment,misc]
 
 #: Seconds an idle keep-alive connection stays open (the gateway pools connections).
 KEEP_ALIVE_S: Final = 75
@@ -64,8 +59,9 @@ def tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any]:
     return info
 
 
-class PeerCertProtocol(_BaseProtocol):
-    """Uvicorn's HTTP/1.1 protocol, plus the TLS extension in every request's scope."""
+class PeerCertProtocol(CoalescingHttpToolsProtocol):
+    """Uvicorn's HTTP/1.1 protocol (writing once per loop turn, ``evault.transport.coalesce``),
+    plus the TLS extension in every request's scope."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
