@@ -44,3 +44,20 @@ def test_server_processes_log_in_the_house_format_and_collect_less_often() -> No
     assert probe["after"] == [GC_YOUNG_THRESHOLD, *probe["before"][1:]]
     # Everything alive at start-up (modules and all) is out of the collector's sight.
     assert probe["frozen"] > 1_000
+
+
+def test_house_formatter_writes_what_the_standard_formatter_writes() -> None:
+    import logging
+
+    from evault.serving import HouseFormatter
+
+    house = HouseFormatter()
+    stock = logging.Formatter(LOG_FORMAT)
+    base = 1_790_000_000.0
+    # Within one second, across seconds, and back in time (a clock step).
+    for created in (base, base + 0.25, base + 0.999, base + 1.0, base + 61.5, base - 3600.75, base):
+        record = logging.LogRecord("evault.node", logging.INFO, __file__, 1, "x %d", (5,), None)
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        assert house.format(record) == stock.format(record)
+    assert house.formatTime(record, "%Y") == stock.formatTime(record, "%Y")
