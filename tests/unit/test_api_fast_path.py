@@ -64,6 +64,8 @@ def test_plain_retrievals_take_the_fast_path_and_others_do_not() -> None:
         _scope(DOC + "x", b"version=1&version=2"),
         _scope(DOC + "x", b"version="),
         _scope(DOC + "x", b"v=1"),
+        _scope(DOC + "x", b"5"),
+        _scope(DOC + "x", b"xversion=5"),
         _scope(DOC + "x", headers=[]),
         _scope(DOC + "x", headers=[(b"authorization", b"Basic dTpw")]),
         _scope(DOC + "x", headers=[(b"authorization", b"Bearer ")]),
@@ -121,6 +123,7 @@ def test_fast_path_and_fastapi_route_answer_alike(harness: Harness) -> None:
             "?version=2147483648",
             "?version=1&version=2",
             "?version=1&other=2",
+            "?5",
         ]
         compared = 0
         fast_ok = 0

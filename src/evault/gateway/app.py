@@ -59,6 +59,7 @@ access_log = logging.getLogger("evault.gateway.access")
 
 WWW_AUTHENTICATE: Final = 'Bearer realm="evault"'
 _DOCUMENTS_PREFIX: Final = f"{API_PREFIX}/documents/"
+_VERSION_QUERY: Final = b"version="
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -314,10 +315,11 @@ def _plain_retrieval(scope: Scope) -> tuple[str, int | None, str] | None:
     query: bytes = scope["query_string"]
     version: int | None = None
     if query:
-        digits = query.removeprefix(b"version=")
+        if not query.startswith(_VERSION_QUERY):
+            return None
+        digits = query[len(_VERSION_QUERY) :]
         if (
-            digits is query
-            or not (digits.isascii() and digits.isdigit())
+            not (digits.isascii() and digits.isdigit())
             or digits.startswith(b"0")
             or len(digits) > len(str(MAX_VERSION))
             or int(digits) > MAX_VERSION
