@@ -29,6 +29,7 @@ from tests.unit.test_gateway_service import (
     Harness,
     cluster,
     document,
+    share_requests,
     signers_of,
 )
 from tests.unit.test_transport_nodes import make_pki
@@ -157,15 +158,6 @@ def unproven_harness(key: VaultKey, n: int, m: int, k: int) -> Harness:
     for node in h.nodes.values():
         node.unproven_shares = True
     return h
-
-
-def share_requests(h: Harness) -> list[int]:
-    return sorted(
-        node.index
-        for node in h.nodes.values()
-        for method, path, _ in node.log
-        if method == "GET" and path.endswith("/share")
-    )
 
 
 def test_honest_unproven_shares_combine_without_asking_for_proofs(
