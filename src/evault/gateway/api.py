@@ -233,7 +233,12 @@ class ApiSettings:
 
 def settings(request: Request) -> ApiSettings:
     """The app's settings (for code outside FastAPI's dependencies, e.g. the web pages)."""
-    value = request.app.state.evault
+    return app_settings(request.app)
+
+
+def app_settings(app: Any) -> ApiSettings:
+    """The settings ``create_app`` stored on ``app`` (an ASGI scope's ``"app"``)."""
+    value = app.state.evault
     if not isinstance(value, ApiSettings):
         raise TypeError("app.state.evault: expected ApiSettings (use create_app)")
     return value

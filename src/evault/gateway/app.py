@@ -42,6 +42,7 @@ from evault.gateway.api import (
     RESERVED_LAST_SEGMENTS,
     SCOPE_USER_KEY,
     ApiSettings,
+    app_settings,
     authenticate,
     retrieval_response,
     router,
@@ -290,9 +291,7 @@ class _RetrievalFastPath:
             await self.app(scope, receive, send)
             return
         name, version, token = plain
-        s = scope["app"].state.evault
-        if not isinstance(s, ApiSettings):
-            raise TypeError("app.state.evault: expected ApiSettings (use create_app)")
+        s = app_settings(scope["app"])
         response: Response
         try:
             caller = await authenticate(s, token, scope)
