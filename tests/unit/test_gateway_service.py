@@ -432,12 +432,17 @@ class Harness:
         return result
 
     def retrieve(self, name: str = "doc.bin", version: int | None = None) -> tuple[bytes, Any]:
-        async def go(service: VaultService) -> tuple[bytes, Any]:
-            retrieval = await service.retrieve("alice", name, version)
-            out = b"".join([chunk async for chunk in retrieval])
-            return out, retrieval
+        pieces, retrieval = self.retrieve_pieces(name, version)
+        return b"".join(pieces), retrieval
 
-        result: tuple[bytes, Any] = self.run(go)
+    def retrieve_pieces(
+        self, name: str = "doc.bin", version: int | None = None
+    ) -> tuple[list[bytes | memoryview], Any]:
+        async def go(service: VaultService) -> tuple[list[bytes | memoryview], Any]:
+            retrieval = await service.retrieve("alice", name, version)
+            return [chunk async for chunk in retrieval], retrieval
+
+        result: tuple[list[bytes | memoryview], Any] = self.run(go)
         return result
 
     def slice_requests(self, node: int) -> list[dict[str, str]]:
@@ -701,7 +706,10 @@ def test_retrieve_reads_the_systematic_slices() -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT])
-def test_round_trip_sizes(size: int) -> None:
+@pytest.mark.parametrize("segments", ["small", "big"])
+def test_round_trip_sizes(size: int, segments: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if segments == "big":  # checked in a worker thread, sent as rows
+        monkeypatch.setattr("evault.gateway.rebuild.INLINE_DECODE_BYTES", 0)
     h = Harness(cluster())
     data = document(size)
     outcome = h.deposit(data)
@@ -727,6 +735,27 @@ def test_node_flipping_bytes_is_named_and_bytes_are_right(
     assert "node 2" in caplog.text
     # the replacement resumed at the segment where the liar was caught
     assert h.slice_requests(4) == [{"from_segment": "3"}]
+
+
+@pytest.mark.parametrize("down", [(), (2,), (1, 3)])
+def test_big_segments_go_out_as_their_data_rows(
+    monkeypatch: pytest.MonkeyPatch, down: tuple[int, ...]
+) -> None:
+    # Several segments above INLINE_DECODE_BYTES: each goes out as its m data rows, padding
+    # cut through a view, nothing joined; a one-segment document goes out whole.
+    monkeypatch.setattr("evault.gateway.rebuild.INLINE_DECODE_BYTES", 0)
+    h = Harness(cluster())  # m = 3: a 1024-byte segment has rows of 342 bytes
+    data = document(4 * SEGMENT + 5)
+    h.deposit(data)
+    h.deposit(data[:SEGMENT], name="one-segment.bin")
+    for node in down:
+        h.nodes[node].faults.down = True
+    pieces, retrieval = h.retrieve_pieces()
+    assert b"".join(pieces) == data and set(retrieval.failed) == set(down)
+    assert [len(p) for p in pieces] == [342, 342, 340] * 4 + [2, 2, 1]
+    assert isinstance(pieces[2], memoryview) and isinstance(pieces[0], bytes)
+    whole, _ = h.retrieve_pieces("one-segment.bin")
+    assert whole == [data[:SEGMENT]]
 
 
 def test_two_nodes_down_still_right_bytes() -> None:

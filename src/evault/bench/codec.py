@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from evault.ida import DEFAULT_CODEC_ID, DEFAULT_SEGMENT_BYTES, Codec, StreamEncoder, get_codec
-from evault.ida.base import BytesLike, as_view, check_blocks, join_rows, row_bytes, split_rows
+from evault.ida.base import BytesLike, as_view, check_blocks, row_bytes, split_rows, trim_rows
 from evault.ida.fingerprint import DocumentFingerprinter, SliceVerifier, leaf_hash
 from evault.ida.isal import isal_status
 
@@ -66,12 +66,17 @@ class ZfecCodec:
         return blocks
 
     def decode(self, blocks: Mapping[int, BytesLike], segment_len: int) -> bytes:
+        return b"".join(self.decode_rows(blocks, segment_len))
+
+    def decode_rows(
+        self, blocks: Mapping[int, BytesLike], segment_len: int
+    ) -> list[bytes | memoryview]:
         b = row_bytes(segment_len, self.m)
         checked = check_blocks(blocks, segment_len, self.m, self.n, b)
         data = [i for i in sorted(checked) if i < self.m]
         nums = tuple(data + [i for i in sorted(checked) if i >= self.m][: self.m - len(data)])
         rows = self._decoder.decode(tuple(checked[i] for i in nums), nums)
-        return join_rows(list(rows), segment_len)
+        return trim_rows(list(rows), segment_len)
 
 
 def _best(fn: Callable[[], object], rounds: int) -> float:

@@ -155,9 +155,10 @@ class RetrievalPort(Protocol):
     """A retrieval under way (``evault.gateway.service.Retrieval``): facts settled before the
     first byte, then the bytes.
 
-    Iterating yields the document's bytes; the service verifies each segment before it
-    yields it and raises (an ``EvaultError``) rather than deliver the end of a document whose
-    SHA-256 does not match.  ``faulty`` / ``failed`` name nodes (lying / not serving).
+    Iterating yields the document's bytes (in pieces: ``bytes``, or views of them, as the
+    rebuild has them); the service verifies each segment before it yields it and raises (an
+    ``EvaultError``) rather than deliver the end of a document whose SHA-256 does not match.
+    ``faulty`` / ``failed`` name nodes (lying / not serving).
     """
 
     @property
@@ -169,7 +170,7 @@ class RetrievalPort(Protocol):
     @property
     def failed(self) -> Mapping[int, str]: ...
 
-    def __aiter__(self) -> AsyncIterator[bytes]: ...
+    def __aiter__(self) -> AsyncIterator[bytes | memoryview]: ...
 
     async def aclose(self) -> None: ...
 

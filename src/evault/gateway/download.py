@@ -40,7 +40,7 @@ class DocumentResponse(StreamingResponse):
 
     def __init__(
         self,
-        content: AsyncIterator[bytes],
+        content: AsyncIterator[bytes | memoryview],
         *,
         on_close: Callable[[], Awaitable[None]],
         media_type: str,
@@ -56,7 +56,10 @@ class DocumentResponse(StreamingResponse):
             await self._on_close()
 
 
-async def close_retrieval(retrieval: RetrievalPort, chunks: AsyncIterator[bytes]) -> None:
+Chunks = AsyncIterator[bytes | memoryview]
+
+
+async def close_retrieval(retrieval: RetrievalPort, chunks: Chunks) -> None:
     """Close the iterator and the retrieval (both are idempotent)."""
     close = getattr(chunks, "aclose", None)
     if close is not None:
@@ -64,7 +67,7 @@ async def close_retrieval(retrieval: RetrievalPort, chunks: AsyncIterator[bytes]
     await retrieval.aclose()
 
 
-async def first_chunk(retrieval: RetrievalPort) -> tuple[bytes, AsyncIterator[bytes]]:
+async def first_chunk(retrieval: RetrievalPort) -> tuple[bytes | memoryview, Chunks]:
     """The first verified chunk (b"" for an empty document) and the iterator of the rest;
     the retrieval is closed if this fails."""
     chunks = aiter(retrieval)
@@ -80,8 +83,8 @@ async def first_chunk(retrieval: RetrievalPort) -> tuple[bytes, AsyncIterator[by
 
 async def document_response(
     retrieval: RetrievalPort,
-    first: bytes,
-    chunks: AsyncIterator[bytes],
+    first: bytes | memoryview,
+    chunks: Chunks,
     *,
     owner: str,
     name: str,
@@ -103,8 +106,8 @@ async def document_response(
 
 
 async def rest_of_document(
-    first: bytes, chunks: AsyncIterator[bytes], owner: str, name: str, version: int
-) -> AsyncIterator[bytes]:
+    first: bytes | memoryview, chunks: Chunks, owner: str, name: str, version: int
+) -> Chunks:
     """Yield the document; any failure propagates as :class:`StreamAborted`, and the server
     then aborts the connection instead of finishing the response."""
     try:

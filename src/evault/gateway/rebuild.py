@@ -12,7 +12,10 @@ rebuilt, before any of it is used.  A node that fails, lies or stays silent for 
 is replaced by the next best node, resuming at the segment where it failed (``from_segment``).
 Big segments are checked and decoded in a worker thread;
 segment i + 1 is rebuilt while segment i goes out, and each slice stream reads at most two
-blocks ahead, so memory stays a few segments.
+blocks ahead, so memory stays a few segments.  A segment of a document of several big segments
+goes out as its m data rows, not joined: with the data slices at hand those rows are the very
+blocks the nodes sent, so the gateway copies no document byte between decrypting it and
+encrypting it again.
 
 The first segment is rebuilt before :meth:`VaultService.retrieve` returns, so a document that
 cannot be rebuilt fails with an error rather than a truncated stream; the last segment is
@@ -124,9 +127,9 @@ class Retrieval:
         self.sha256: str = reader.statement.sha256
         self.faulty: dict[int, str] = reader.faulty
         self.failed: dict[int, str] = reader.failed
-        self._iterator: AsyncIterator[bytes] | None = None
+        self._iterator: AsyncIterator[bytes | memoryview] | None = None
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[bytes | memoryview]:
         if self._iterator is not None:
             raise RuntimeError("a Retrieval can be iterated only once")
         self._iterator = self._reader.stream()
@@ -255,15 +258,21 @@ class _SliceReader:
             await self.task
 
 
+#: A rebuilt segment: its bytes in order, as one piece or as its data rows (see the module text).
+Segment = list[bytes | memoryview]
+
+
 def _verify_and_decode(
     i: int,
     blocks: dict[int, bytes],
     owners: dict[int, _SliceReader],
     layout: Layout,
     hasher: Any,
-) -> tuple[bytes | None, dict[int, SliceCorrupt]]:
-    """Segment ``i``: check each block against its leaf, then decode and hash the segment.
-    (None, {slice: error}) if any block fails."""
+    as_rows: bool,
+) -> tuple[Segment | None, dict[int, SliceCorrupt]]:
+    """Segment ``i``: check each block against its leaf, then decode and hash the segment,
+    as its data rows if ``as_rows`` else joined into one piece.  (None, {slice: error}) if
+    any block fails."""
     failures: dict[int, SliceCorrupt] = {}
     for j, block in blocks.items():
         verifier = owners[j].verifier
@@ -275,9 +284,11 @@ def _verify_and_decode(
             failures[j] = exc
     if failures:
         return None, failures
-    data = layout.codec.decode(blocks, layout.segment_len(i))
-    hasher.update(data)
-    return data, failures
+    rows = layout.codec.decode_rows(blocks, layout.segment_len(i))
+    segment: Segment = rows if as_rows else [b"".join(rows)]
+    for piece in segment:
+        hasher.update(piece)
+    return segment, failures
 
 
 class DocumentReader:
@@ -296,14 +307,20 @@ class DocumentReader:
         self.fv: FingerprintVector | None = None
         self.readers: dict[int, _SliceReader] = {}
         self.hasher = hashlib.sha256()
-        self.first: bytes | None = None
+        # Rows out unjoined only for a document of several segments bigger than a few blocks:
+        # a one-segment document goes out as one plain answer, and small rows would cost more
+        # writes than the join they save.
+        self.as_rows = (
+            self.layout.segment_count > 1 and statement.segment_bytes > INLINE_DECODE_BYTES
+        )
+        self.first: Segment | None = None
         self.what = (
             f"retrieval of version {statement.version} of {statement.name!r} "
             f"(owner {statement.owner})"
         )
         self._closed = False
         #: the next segment, being rebuilt while the previous one goes out
-        self._next: asyncio.Future[bytes] | None = None
+        self._next: asyncio.Future[Segment] | None = None
         if len(self.s.clients) != statement.n:
             raise ConfigError(
                 f"version {statement.version} of {statement.name!r} was dispersed over "
@@ -448,7 +465,7 @@ class DocumentReader:
         )
         self._start_reader(choice.node, segment)
 
-    async def _segment(self, i: int) -> bytes:
+    async def _segment(self, i: int) -> Segment:
         """Rebuild segment ``i`` from m verified blocks, replacing nodes that fail.
 
         Each block is checked against its leaf where the segment is decoded and hashed: on the
@@ -481,10 +498,12 @@ class DocumentReader:
 
             if layout.segment_len(i) <= INLINE_DECODE_BYTES:
                 # Cheaper here than the hand-off to a worker thread.
-                rebuilt, failures = _verify_and_decode(i, blocks, owners, layout, hasher)
+                rebuilt, failures = _verify_and_decode(
+                    i, blocks, owners, layout, hasher, self.as_rows
+                )
             else:
                 rebuilt, failures = await asyncio.to_thread(
-                    _verify_and_decode, i, blocks, owners, layout, hasher
+                    _verify_and_decode, i, blocks, owners, layout, hasher, self.as_rows
                 )
             if rebuilt is not None:
                 return rebuilt
@@ -540,13 +559,13 @@ class DocumentReader:
         if i < self.layout.segment_count:
             self._next = asyncio.ensure_future(self._segment(i))
 
-    async def _next_segment(self) -> bytes:
+    async def _next_segment(self) -> Segment:
         task, self._next = self._next, None
         if task is None:
             raise RuntimeError("no segment is being rebuilt")
         return await task
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def stream(self) -> AsyncIterator[bytes | memoryview]:
         count = self.layout.segment_count
         try:
             if count == 0:
@@ -554,15 +573,17 @@ class DocumentReader:
             first, self.first = self.first, None
             if first is None:
                 raise RuntimeError("a Retrieval can be streamed only once")
-            yield first
+            for piece in first:
+                yield piece
             for i in range(1, count):
-                data = await self._next_segment()
+                segment = await self._next_segment()
                 self._prefetch(i + 1)
                 if i == count - 1:
                     # Withhold the last bytes until the whole document is known to be right.
                     self._check_digest()
                     self.log_nodes()
-                yield data
+                for piece in segment:
+                    yield piece
         finally:
             await self.close()
 

@@ -6,7 +6,10 @@ Contract of a :class:`Codec` (one segment at a time; segmenting lives in ``segme
   long.  The function is deterministic: the same segment always gives the same blocks (nodes
   encode independently and must agree on the fingerprints).
 * ``decode(blocks, segment_len)`` takes any m or more blocks keyed by their index and returns
-  the segment, exactly ``segment_len`` bytes.  Fewer than m raise ``NotEnoughSlices(have, need)``.
+  the segment, exactly ``segment_len`` bytes.  ``decode_rows`` returns the same bytes as the
+  m data rows with the padding cut off, not joined (each a ``bytes`` or a view of one: a
+  systematic codec hands back the data blocks it was given, so a caller that sends the rows
+  on as they are copies nothing).  Fewer than m raise ``NotEnoughSlices(have, need)``.
   A block of the wrong length, an index outside 0..n-1, or a wrong type is a programming mistake
   (``ValueError``/``TypeError``): callers check blocks against their fingerprints first, and a
   block that passed has the right length.
@@ -48,6 +51,10 @@ class Codec(Protocol):
     def encode(self, segment: BytesLike) -> list[bytes]: ...
 
     def decode(self, blocks: Mapping[int, BytesLike], segment_len: int) -> bytes: ...
+
+    def decode_rows(
+        self, blocks: Mapping[int, BytesLike], segment_len: int
+    ) -> list[bytes | memoryview]: ...
 
 
 def check_int(name: str, value: object) -> int:
@@ -103,13 +110,12 @@ def split_rows(segment: memoryview, m: int, b: int) -> list[bytes]:
     return rows
 
 
-def join_rows(rows: list[bytes], segment_len: int) -> bytes:
-    """Concatenate data rows and drop the padding; one copy."""
+def trim_rows(rows: list[bytes], segment_len: int) -> list[bytes | memoryview]:
+    """The data rows with the padding dropped, copying nothing: only the tail is padding, so
+    the last rows are cut through views (a row of padding alone is left out)."""
     b = len(rows[0]) if rows else 0
-    total = b * len(rows)
-    if total == segment_len:
-        return b"".join(rows)
-    # Only the tail is padding: cut the last rows through views so nothing is copied twice.
+    if segment_len and b * len(rows) == segment_len:
+        return list(rows)
     parts: list[bytes | memoryview] = []
     left = segment_len
     for row in rows:
@@ -117,7 +123,7 @@ def join_rows(rows: list[bytes], segment_len: int) -> bytes:
             break
         parts.append(row if left >= b else memoryview(row)[:left])
         left -= b
-    return b"".join(parts)
+    return parts
 
 
 def check_blocks(blocks: object, segment_len: int, m: int, n: int, b: int) -> dict[int, bytes]:

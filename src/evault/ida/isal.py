@@ -59,9 +59,9 @@ from evault.ida.base import (
     check_params,
     check_segment_len,
     choose_indices,
-    join_rows,
     row_bytes,
     split_rows,
+    trim_rows,
 )
 from evault.ida.gf256 import ISAL_POLY, get_field
 from evault.ida.matrix import Matrix, cauchy_systematic, columns, mat_inv
@@ -266,19 +266,24 @@ class IsalCauchyCodec:
         return plan
 
     def decode(self, blocks: Mapping[int, BytesLike], segment_len: int) -> bytes:
+        return b"".join(self.decode_rows(blocks, segment_len))
+
+    def decode_rows(
+        self, blocks: Mapping[int, BytesLike], segment_len: int
+    ) -> list[bytes | memoryview]:
         lib = self._lib
         if lib is None:
-            return self._reference.decode(blocks, segment_len)
+            return self._reference.decode_rows(blocks, segment_len)
         segment_len = check_segment_len(segment_len)
         b = row_bytes(segment_len, self.m)
         views = check_blocks(blocks, segment_len, self.m, self.n, b)
         chosen = choose_indices(views, self.m)
         if all(r in views for r in range(self.m)):
-            return join_rows([views[r] for r in range(self.m)], segment_len)
+            return trim_rows([views[r] for r in range(self.m)], segment_len)
         if b == 0:
-            return b""
+            return []
         missing, tables = self._decode_plan(lib, chosen)
         sources = [views[j] for j in chosen]
         rebuilt = dict(zip(missing, lib.run(b, self.m, tables, sources, len(missing)), strict=True))
         rows = [rebuilt[r] if r in rebuilt else views[r] for r in range(self.m)]
-        return join_rows(rows, segment_len)
+        return trim_rows(rows, segment_len)

@@ -26,9 +26,9 @@ from evault.ida.base import (
     check_params,
     check_segment_len,
     choose_indices,
-    join_rows,
     row_bytes,
     split_rows,
+    trim_rows,
 )
 from evault.ida.gf256 import GF256
 from evault.ida.matrix import Matrix, as_matrix, columns, mat_inv, verify_mds
@@ -123,6 +123,11 @@ class ReferenceIDA:
         return inverse
 
     def decode(self, blocks: Mapping[int, BytesLike], segment_len: int) -> bytes:
+        return b"".join(self.decode_rows(blocks, segment_len))
+
+    def decode_rows(
+        self, blocks: Mapping[int, BytesLike], segment_len: int
+    ) -> list[bytes | memoryview]:
         segment_len = check_segment_len(segment_len)
         b = row_bytes(segment_len, self.m)
         views = check_blocks(blocks, segment_len, self.m, self.n, b)
@@ -138,4 +143,4 @@ class ReferenceIDA:
             if inverse is None:
                 inverse = self.decoding_matrix(chosen)
             rows.append(_combine(self.field, [inverse[c][r] for c in range(self.m)], received, b))
-        return join_rows(rows, segment_len)
+        return trim_rows(rows, segment_len)
