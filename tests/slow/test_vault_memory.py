@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from evault.memory import peak_rss_mib
 from tests.integration.vault_fixtures import LiveVault
 
 pytestmark = pytest.mark.slow
@@ -18,13 +18,6 @@ pytestmark = pytest.mark.slow
 CHUNK = 1 << 20
 CHUNKS = 2048  # 2 GiB
 LIMIT_MIB = 300
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmHWM for pid {pid}")
 
 
 def document(digest: hashlib._Hash) -> Iterator[bytes]:

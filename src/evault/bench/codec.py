@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import random
-import resource
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +35,7 @@ from evault.ida import DEFAULT_CODEC_ID, DEFAULT_SEGMENT_BYTES, Codec, StreamEnc
 from evault.ida.base import BytesLike, as_view, check_blocks, row_bytes, split_rows, trim_rows
 from evault.ida.fingerprint import DocumentFingerprinter, SliceVerifier, leaf_hash
 from evault.ida.isal import isal_status
+from evault.memory import peak_rss_bytes
 
 MIB = 1 << 20
 PARAMS: tuple[tuple[int, int], ...] = ((2, 3), (3, 5), (10, 14))
@@ -313,26 +313,6 @@ def run(*, json_output: bool, quick: bool) -> None:
         print(json.dumps(figures, sort_keys=True), flush=True)
 
 
-def _peak_rss_bytes() -> int:
-    """This process's own peak RSS.
-
-    On Linux, VmHWM of /proc/self/status: the high-water mark of this address space only.
-    ``ru_maxrss`` would be wrong there, because Linux folds the RSS of the address space that
-    ``execve`` replaced into it, so a process started by a large parent (a long pytest session)
-    would report the parent's size.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    # ru_maxrss is in KiB on Linux (bytes on macOS).
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
 def stream_memory_check(
     size_bytes: int, *, m: int = 3, n: int = 5, chunk_bytes: int = 64 * 1024
 ) -> dict[str, Any]:
@@ -398,8 +378,8 @@ def stream_memory_check(
         "size_bytes": size_bytes,
         "segments": layout.segment_count,
         "seconds": round(time.perf_counter() - start, 2),
-        "peak_rss_bytes": _peak_rss_bytes(),
-        "peak_rss_MiB": round(_peak_rss_bytes() / MIB, 1),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_MiB": round(peak_rss_bytes() / MIB, 1),
         "fv_hash": fv.fv_hash().hex(),
     }
 

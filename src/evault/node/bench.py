@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from evault.config import ClusterParams
 from evault.crypto import threshold_rsa
 from evault.ida import DEFAULT_CODEC_ID, DEFAULT_SEGMENT_BYTES
 from evault.ida.fingerprint import FINGERPRINT_SCHEME
+from evault.memory import peak_rss_mib
 from evault.node.app import create_app
 from evault.node.service import NodeService, NodeSettings
 from evault.node.signing import ShareSigner
@@ -36,11 +36,6 @@ from evault.protocol.statement import format_time
 from evault.store import DiskSliceStore
 
 CHUNK_BYTES = 64 * 1024
-
-
-def _peak_rss_mib() -> float:
-    # ru_maxrss is KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def _run(size: int, n: int, m: int, k: int, data_dir: Path) -> dict[str, float]:
@@ -79,7 +74,7 @@ async def _run(size: int, n: int, m: int, k: int, data_dir: Path) -> dict[str, f
             yield chunk
 
     app = create_app(service, require_client_cn=None)
-    rss_before = _peak_rss_mib()
+    rss_before = peak_rss_mib()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://node", timeout=None
     ) as client:
@@ -97,7 +92,7 @@ async def _run(size: int, n: int, m: int, k: int, data_dir: Path) -> dict[str, f
         "size_bytes": size,
         "seconds": elapsed,
         "mb_per_s": size / elapsed / 1e6,
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
         "peak_rss_before_mib": rss_before,
         "n": n,
         "m": m,
