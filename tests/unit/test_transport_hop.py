@@ -15,10 +15,11 @@ import aiohttp
 import httpx
 import pytest
 import yarl
+from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from evault.errors import BadNodeAnswer, NodeTimeout, NodeUnreachable
-from evault.transport.hop import AiohttpHop
+from evault.transport.hop import AiohttpHop, _chunks_as_received
 from evault.transport.nodes import (
     NodeAddress,
     NodeSet,
@@ -274,3 +275,47 @@ def test_a_closed_hop_refuses_new_requests() -> None:
 
     with pytest.raises(RuntimeError, match="closed"):
         asyncio.run(main())
+
+
+def test_answer_chunks_are_the_pieces_as_received_never_joined() -> None:
+    # iter_any would hand over one bytes joining everything buffered (a copy of most of a big
+    # answer); the hop hands over each piece the parser delivered, and no empty one.
+    async def main() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        protocol = BaseProtocol(loop)
+        content = aiohttp.StreamReader(protocol, 2**16, loop=loop)
+        for piece in (b"a" * 10, b"b" * 20, b"c" * 5):
+            content.feed_data(piece)
+        content.feed_eof()
+        return [piece async for piece in _chunks_as_received(content)]
+
+    assert asyncio.run(main()) == [b"a" * 10, b"b" * 20, b"c" * 5]
+
+
+def test_chunked_answers_lose_no_byte_and_yield_no_empty_piece() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in (b"x" * 3000, b"y" * 7, b"z" * 70000):
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> list[bytes]:
+        server, port = await _server(handler)
+        hop = _hop()
+        try:
+            answer = await hop.send("GET", f"http://127.0.0.1:{port}/x", {}, None)
+            try:
+                return [piece async for piece in answer.chunks()]
+            finally:
+                await answer.aclose()
+        finally:
+            await hop.aclose()
+            server.close()
+            await server.wait_closed()
+
+    pieces = asyncio.run(main())
+    assert all(pieces) and b"".join(pieces) == b"x" * 3000 + b"y" * 7 + b"z" * 70000

@@ -92,7 +92,7 @@ class _AiohttpAnswer:
         return self._response.headers
 
     def chunks(self) -> AsyncIterator[bytes]:
-        return self._response.content.iter_any()
+        return _chunks_as_received(self._response.content)
 
     async def aclose(self) -> None:
         # ``release`` pools the connection if the answer was read to its end (aiohttp closes
@@ -221,3 +221,13 @@ class HttpxHop:
 
     async def aclose(self) -> None:
         return None
+
+
+async def _chunks_as_received(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The body in the pieces the parser delivered, one at a time.  (``iter_any`` joins every
+    piece buffered since the last read into a new bytes: a copy of most of a big answer when
+    the reader runs behind the network; measured 4 % of the gateway's CPU on 10 MiB
+    retrievals.)"""
+    async for data, _ in content.iter_chunks():
+        if data:  # b"" marks the end of an HTTP chunk (chunked encoding), not of the body
+            yield data
