@@ -60,6 +60,22 @@ async def test_small_and_streamed_answers_are_the_same_bytes(
     assert len(inline[0]) > len(inline[3]) > len(inline[7]) == 7 * 32  # leaves only
 
 
+async def test_streamed_answers_go_out_in_bounded_writes(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read from disk in groups of blocks, handed to TLS in pieces of at most SEND_BYTES.
+    monkeypatch.setattr(node_service, "SEND_BYTES", 1000)
+    await node.put(document(6 * SEGMENT + 7))
+    oid = make_proposal().object_id()
+    reader = await node.service.open_slice(oid, 2)
+    leaves, expected = reader.record.leaves, len(reader.record.leaves)
+    expected += reader.record.slice_bytes - reader.record.segment_offset(2)
+    pieces = [piece async for piece in node.service.slice_body(reader, 2)]
+    assert pieces[0] == leaves and all(len(p) <= 1000 for p in pieces[1:])
+    assert len(pieces) > 2 and sum(len(p) for p in pieces) == expected
+    assert b"".join(pieces) == (await _bodies(node, 2))[2]
+
+
 async def test_only_small_honest_answers_are_read_whole(
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:

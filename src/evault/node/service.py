@@ -81,6 +81,11 @@ QUEUE_PIECES: Final = 2
 READ_CHUNK_BYTES: Final = 1024 * 1024
 #: Without test faults a slice answer is read in groups of whole blocks of about this size.
 READ_GROUP_BYTES: Final = 4 * 1024 * 1024
+#: A slice answer goes to the TLS transport in writes of at most this size.  uvloop encrypts a
+#: whole write into one memory buffer before sending any of it, so a 4 MiB write costs a 4 MiB
+#: zero-filled buffer and copies that miss the caches; in 256 KiB writes the node's CPU per
+#: 10 MiB retrieval fell by a tenth.
+SEND_BYTES: Final = 256 * 1024
 #: A slice answer up to this size (leaves and blocks) is read whole on the event loop and sent
 #: in one piece: a page-cache read of this size costs less than a hand-off to a worker thread.
 INLINE_SLICE_BYTES: Final = 256 * 1024
@@ -443,7 +448,9 @@ class NodeService:
             reader.close()
         return b"".join(parts)
 
-    async def slice_body(self, reader: SliceReader, from_segment: int) -> AsyncIterator[bytes]:
+    async def slice_body(
+        self, reader: SliceReader, from_segment: int
+    ) -> AsyncIterator[bytes | memoryview]:
         """The answer body of ``GET .../slice``: the leaves, then the blocks; closes ``reader``."""
         try:
             yield reader.record.leaves
@@ -452,7 +459,13 @@ class NodeService:
                 # than reading another MiB from the page cache.
                 sizes = _block_sizes(reader.record, from_segment)
                 for group in _groups(sizes, READ_GROUP_BYTES):
-                    yield await anyio.to_thread.run_sync(reader.read_chunk, group)
+                    data = await anyio.to_thread.run_sync(reader.read_chunk, group)
+                    if len(data) <= SEND_BYTES:
+                        yield data
+                        continue
+                    view = memoryview(data)
+                    for start in range(0, len(data), SEND_BYTES):
+                        yield view[start : start + SEND_BYTES]
                 return
             for size in _block_sizes(reader.record, from_segment):
                 if self.fault is Fault.SLOW:
