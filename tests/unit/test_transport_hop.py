@@ -319,3 +319,38 @@ def test_chunked_answers_lose_no_byte_and_yield_no_empty_piece() -> None:
 
     pieces = asyncio.run(main())
     assert all(pieces) and b"".join(pieces) == b"x" * 3000 + b"y" * 7 + b"z" * 70000
+
+
+@pytest.mark.timeout(30)  # the bug this guards against spins without yielding
+def test_empty_answers_end_every_time() -> None:
+    # aiohttp gives every answer without a body one shared EmptyStreamReader, whose
+    # readchunk says "end" only once per process: a reader relying on it would spin forever
+    # on the second 204.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await _read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def main() -> list[list[bytes]]:
+        server, port = await _server(handler)
+        hop = _hop()
+        seen = []
+        try:
+            for _ in range(3):
+                answer = await hop.send("DELETE", f"http://127.0.0.1:{port}/x", {}, None)
+                try:
+                    seen.append([chunk async for chunk in answer.chunks()])
+                finally:
+                    await answer.aclose()
+        finally:
+            await hop.aclose()
+            server.close()
+            await server.wait_closed()
+        return seen
+
+    assert asyncio.run(main()) == [[], [], []]
