@@ -39,3 +39,47 @@ def test_another_process_by_pid() -> None:
 def test_a_missing_process_is_an_error() -> None:
     with pytest.raises(OSError):
         peak_rss_bytes(2**22 + 12345)  # above the default pid_max
+
+
+_CHURN = r"""
+import random, resource, sys
+from evault.memory import keep_freed_memory
+took = keep_freed_memory() if sys.argv[1] == "keep" else None
+rng = random.Random(1)
+sizes = [200 << 10, 256 << 10, 349526, 1 << 20, 3495253]  # a retrieval's buffers
+def churn():  # a few buffers alive at once, then all freed
+    alive = [b"x" * rng.choice(sizes) for _ in range(6)]
+    return sum(map(len, alive))
+churn()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(100):
+    churn()
+print(took, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _churn_faults(mode: str, env: dict[str, str] | None = None) -> tuple[str, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", _CHURN, mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=env,
+    ).stdout.split()
+    return out[0], int(out[1])
+
+
+def test_kept_freed_memory_is_reused_without_page_faults() -> None:
+    took, faults_kept = _churn_faults("keep")
+    _, faults_default = _churn_faults("default")
+    assert took == "True"
+    # glibc's defaults fault big buffers in again and again; kept memory is reused.
+    assert faults_default > 20_000
+    assert faults_kept < faults_default / 10
+
+
+def test_an_operators_own_malloc_settings_are_left_alone() -> None:
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="131072")
+    took, _ = _churn_faults("keep", env)
+    assert took == "False"

@@ -66,6 +66,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from evault.errors import FormatError, LoadGenFailed
+from evault.memory import keep_freed_memory
 from evault.protocol.statement import Statement
 
 API: Final = "/api/v1"
@@ -470,6 +471,9 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
 
 def _worker_main(conn: Connection) -> None:
     """A worker's life: run jobs until told to stop (protocol in ``ClientPool``)."""
+    # Its clients share the machine with the vault: they should cost what a lean client
+    # costs, not page faults (see evault.memory).
+    keep_freed_memory()
     loop = _new_event_loop()
     try:
         while True:
