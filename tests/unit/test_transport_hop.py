@@ -303,21 +303,7 @@ def test_chunked_answers_lose_no_byte_and_yield_no_empty_piece() -> None:
         await writer.drain()
         writer.close()
 
-    async def main() -> list[bytes]:
-        server, port = await _server(handler)
-        hop = _hop()
-        try:
-            answer = await hop.send("GET", f"http://127.0.0.1:{port}/x", {}, None)
-            try:
-                return [piece async for piece in answer.chunks()]
-            finally:
-                await answer.aclose()
-        finally:
-            await hop.aclose()
-            server.close()
-            await server.wait_closed()
-
-    pieces = asyncio.run(main())
+    [pieces] = asyncio.run(_answers_in_chunks(handler, "GET", 1))
     assert all(pieces) and b"".join(pieces) == b"x" * 3000 + b"y" * 7 + b"z" * 70000
 
 
@@ -336,21 +322,24 @@ def test_empty_answers_end_every_time() -> None:
             await writer.drain()
         writer.close()
 
-    async def main() -> list[list[bytes]]:
-        server, port = await _server(handler)
-        hop = _hop()
-        seen = []
-        try:
-            for _ in range(3):
-                answer = await hop.send("DELETE", f"http://127.0.0.1:{port}/x", {}, None)
-                try:
-                    seen.append([chunk async for chunk in answer.chunks()])
-                finally:
-                    await answer.aclose()
-        finally:
-            await hop.aclose()
-            server.close()
-            await server.wait_closed()
-        return seen
+    assert asyncio.run(_answers_in_chunks(handler, "DELETE", 3)) == [[], [], []]
 
-    assert asyncio.run(main()) == [[], [], []]
+
+async def _answers_in_chunks(handler: Handler, method: str, times: int) -> list[list[bytes]]:
+    """Send ``times`` requests over one hop to a server running ``handler``; each answer's
+    body as the chunks the hop handed over."""
+    server, port = await _server(handler)
+    hop = _hop()
+    seen = []
+    try:
+        for _ in range(times):
+            answer = await hop.send(method, f"http://127.0.0.1:{port}/x", {}, None)
+            try:
+                seen.append([chunk async for chunk in answer.chunks()])
+            finally:
+                await answer.aclose()
+    finally:
+        await hop.aclose()
+        server.close()
+        await server.wait_closed()
+    return seen
