@@ -12,10 +12,12 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from evault.protocol.node_api import object_id
 from evault.protocol.statement import Statement
 from tests.integration.vault_fixtures import LiveVault, VaultFactory
 
@@ -278,3 +280,48 @@ def test_node_sigkilled_mid_deposit_gives_receipt_or_clear_error(
     statement, signature = receipt_parts(body2)
     assert openssl_verifies(vault, statement, signature, tmp_path)
     assert retrieve(vault, token, "interrupted.bin") == chunk * 4
+
+
+def test_a_slice_missed_by_a_delete_is_swept_when_the_gateway_starts(
+    vault_factory: VaultFactory, tmp_path: Path
+) -> None:
+    v = vault_factory.start(tmp_path / "vault")
+    try:
+        token = v.register()
+        body = deposit(v, token, "gone.bin", os.urandom(30_000))
+        deposit(v, token, "kept.bin", b"kept")
+        statement = Statement.from_bytes(receipt_parts(body)[0])
+        oid = object_id(statement.vault, "alice", "gone.bin", 1)
+        v.kill_node(2)
+        r = v.client.delete(
+            "/api/v1/documents/gone.bin",
+            params={"version": 1},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 204 and "2" in json.loads(r.headers["evault-failed-nodes"])
+    finally:
+        v.client.close()
+        v.cluster.stop()
+    before = {node: len(v.log(f"node-{node}")) for node in range(1, 6)}
+    v2 = vault_factory.restart(v)  # every node up again; the gateway sweeps as it starts
+
+    def since_restart(node: int) -> str:
+        return v2.log(f"node-{node}")[before[node] :]
+
+    try:
+        deadline = time.monotonic() + 60
+        while not (
+            f"DELETE /v1/objects/{oid}" in since_restart(2)
+            and f"node 2: swept object {oid}" in v2.log("gateway")
+        ):
+            assert time.monotonic() < deadline, v2.log("gateway")[-2000:]
+            time.sleep(0.2)
+        r = v2.client.post(
+            "/api/v1/tokens", json={"user_id": "alice", "password": "correct horse battery"}
+        )
+        assert retrieve(v2, r.json()["token"], "kept.bin") == b"kept"
+        for node in (1, 3, 4, 5):  # the DELETE reached them the first time
+            assert "DELETE /v1/objects/" not in since_restart(node)
+    finally:
+        v2.client.close()
+        v2.cluster.stop()

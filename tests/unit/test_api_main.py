@@ -3,6 +3,8 @@ the end-to-end tests (tests/integration/test_vault_e2e.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -80,3 +82,32 @@ def test_a_port_out_of_range_is_refused_before_anything_starts(port: int) -> Non
 def test_a_missing_config_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         main.run_gateway("/nonexistent/gateway.toml", None)
+
+
+def test_the_sweeper_goes_on_after_a_failed_sweep(caplog: pytest.LogCaptureFixture) -> None:
+    from evault.gateway.service import SweepOutcome
+
+    class Service:
+        calls = 0
+
+        async def sweep(self) -> SweepOutcome:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("catalog away")
+            return SweepOutcome({2: ["ab" * 32]}, {4: "unreachable"}, 7)
+
+    async def go() -> int:
+        service = Service()
+        task = asyncio.create_task(main.sweep_every(service, 0.01))  # type: ignore[arg-type]
+        while service.calls < 3:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return service.calls
+
+    with caplog.at_level(logging.INFO, logger="evault.gateway"):
+        assert asyncio.run(go()) >= 3
+    assert "sweep of the nodes failed" in caplog.text and "catalog away" in caplog.text
+    assert "swept 1 object(s)" in caplog.text and "7 listed" in caplog.text
+    assert "unreachable" in caplog.text

@@ -708,6 +708,28 @@ def test_mark_deleted(backend: Backend, catalog: Catalog) -> None:
     assert catalog.recent_audit(1)[0].action == "version_delete"
 
 
+def test_version_state_covers_every_state(catalog: Catalog) -> None:
+    make_user(catalog)
+    make_user(catalog, "bob")
+    deposit(catalog, "alice", "doc")
+    deposit(catalog, "alice", "doc")
+    failed = catalog.begin_deposit("alice", "doc")
+    catalog.fail_deposit("alice", "doc", failed, "node 3 timed out")
+    pending = catalog.begin_deposit("alice", "doc")
+    catalog.mark_deleted("alice", "doc", 2)
+    assert [catalog.version_state("alice", "doc", v) for v in (1, 2, failed, pending, 99)] == [
+        "stored",
+        "deleted",
+        "failed",
+        "pending",
+        None,
+    ]
+    assert catalog.version_state("bob", "doc", 1) is None  # another owner's name space
+    assert catalog.version_state("alice", "other", 1) is None
+    with pytest.raises(ValueError):
+        catalog.version_state("alice", "doc", 0)
+
+
 def test_owner_isolation(catalog: Catalog) -> None:
     make_user(catalog, "alice")
     make_user(catalog, "bob")

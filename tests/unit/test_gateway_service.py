@@ -52,6 +52,7 @@ from evault.protocol.node_api import (
     HEADER_SIGN,
     HEADER_SLICE_INDEX,
     DepositResult,
+    ObjectListing,
     ObjectMeta,
     Proposal,
     ShareAnswer,
@@ -200,6 +201,10 @@ class FakeCatalog:
     def state(self, owner: str, name: str, version: int) -> str:
         return str(self.versions[(owner, name, version)]["state"])
 
+    def version_state(self, owner: str, name: str, version: int) -> str | None:
+        row = self.versions.get((owner, name, version))
+        return None if row is None else str(row["state"])
+
 
 # --- fake nodes ------------------------------------------------------------------------------
 
@@ -254,6 +259,8 @@ class FakeNode:
         if self.faults.down:
             raise httpx.ConnectError("connection refused", request=request)
         parts = request.url.path.strip("/").split("/")
+        if request.method == "GET" and parts == ["v1", "objects"]:
+            return self._listing(request.url.params.get("after"), int(request.url.params["limit"]))
         if request.method == "PUT" and len(parts) == 3:
             return await self._deposit(request, parts[2])
         oid = parts[2] if len(parts) >= 3 else ""
@@ -273,6 +280,12 @@ class FakeNode:
             share = self._share(obj.statement)
             return httpx.Response(200, json=ShareAnswer(self.index, share).to_json_obj())
         return httpx.Response(404, json=error_body("unknown_path", "no such path"))
+
+    def _listing(self, after: str | None, limit: int) -> httpx.Response:
+        held = sorted(oid for oid in self.objects if after is None or oid > after)
+        page = tuple((oid, self.objects[oid].statement) for oid in held[:limit])
+        next_after = page[-1][0] if len(held) > limit else None
+        return httpx.Response(200, json=ObjectListing(page, next_after).to_json_obj())
 
     def _share(self, statement: bytes) -> WireShare:
         """This node's share with its proof (a bad one keeps the proof of the right value)."""
@@ -946,6 +959,62 @@ def test_cleanup_pending_deletes_and_fails_leftovers() -> None:
     ).object_id()
     for node in h.nodes.values():
         assert ("DELETE", f"/v1/objects/{oid}", {}) in node.log
+
+
+def test_sweep_deletes_only_slices_of_deleted_and_failed_versions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("evault.gateway.service.SWEEP_PAGE_OBJECTS", 2)  # several pages
+    h = Harness(cluster())
+    for name in ("keep.bin", "gone.bin", "failed.bin", "forgotten.bin", "pending.bin"):
+        h.deposit(document(2 * SEGMENT + 3), name=name)
+    h.nodes[2].faults.down = True
+
+    async def delete(service: VaultService) -> Any:
+        return await service.delete("alice", "gone.bin", 1)
+
+    assert set(h.run(delete).failed) == {2}  # node 2 kept its slice of gone.bin
+    h.nodes[2].faults.down = False
+    h.catalog.versions[("alice", "failed.bin", 1)]["state"] = "failed"  # its clean-up missed
+    h.catalog.versions[("alice", "pending.bin", 1)]["state"] = "pending"
+    del h.catalog.versions[("alice", "forgotten.bin", 1)]  # unknown to the catalog: kept
+    oid = {name: object_id(VAULT, "alice", name, 1) for name in ("gone.bin", "failed.bin")}
+
+    async def sweep(service: VaultService) -> Any:
+        return await service.sweep()
+
+    outcome = h.run(sweep)
+    assert outcome.failed == {} and outcome.seen == 5 * 4 + 1
+    assert {node: set(oids) for node, oids in outcome.swept.items()} == {
+        node: {oid["failed.bin"]} | ({oid["gone.bin"]} if node == 2 else set())
+        for node in range(1, 6)
+    }
+    for node in h.nodes.values():
+        held = set(node.objects)
+        assert oid["gone.bin"] not in held and oid["failed.bin"] not in held
+        assert len(held) == 3  # keep, forgotten, pending
+    got, _ = h.retrieve("keep.bin")
+    assert len(got) == 2 * SEGMENT + 3
+
+    h.nodes[4].faults.down = True
+    again = h.run(sweep)
+    assert again.swept == {} and set(again.failed) == {4}
+
+
+def test_sweep_leaves_objects_whose_statement_does_not_fit() -> None:
+    h = Harness(cluster())
+    h.deposit(document(100), name="doc.bin")
+    h.catalog.versions[("alice", "doc.bin", 1)]["state"] = "deleted"
+    real = object_id(VAULT, "alice", "doc.bin", 1)
+    impostor = "f" * 64  # holds doc.bin's statement under another object id
+    h.nodes[1].objects[impostor] = h.nodes[1].objects[real]
+
+    async def sweep(service: VaultService) -> Any:
+        return await service.sweep()
+
+    outcome = h.run(sweep)
+    assert all(oids == [real] for oids in outcome.swept.values()) and len(outcome.swept) == 5
+    assert list(h.nodes[1].objects) == [impostor]
 
 
 def test_health_reports_each_node() -> None:

@@ -30,6 +30,7 @@ from evault.protocol.node_api import (
     HEADER_SIGN,
     HEADER_SLICE_INDEX,
     DepositResult,
+    ObjectListing,
     ObjectMeta,
     Proposal,
     ShareAnswer,
@@ -515,3 +516,41 @@ def test_deposit_asks_not_to_sign_and_refuses_a_missing_share_it_asked_for() -> 
     with pytest.raises(BadNodeAnswer, match="no share"):
         run_with(handler, lambda c: c.deposit(proposal(), body_of(b"x"), 1, None))
     assert seen == ["0", None]
+
+
+def _listing(*oids: str, next_after: str | None = None) -> dict[str, Any]:
+    return ObjectListing(tuple((oid, b'{"x":1}') for oid in oids), next_after).to_json_obj()
+
+
+def test_listing_asks_for_a_page_and_parses_it() -> None:
+    asked: list[dict[str, str]] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(dict(request.url.params))
+        return httpx.Response(200, json=_listing("b" * 64, "c" * 64, next_after="c" * 64))
+
+    page = run_with(handler, lambda client: client.list_objects("a" * 64, 2))
+    assert asked == [{"limit": "2", "after": "a" * 64}]
+    assert page.objects == (("b" * 64, b'{"x":1}'), ("c" * 64, b'{"x":1}'))
+    assert page.next_after == "c" * 64
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _listing("c" * 64, "b" * 64),  # not in order
+        _listing("a" * 64),  # not past the page's start
+        _listing("b" * 64, "c" * 64, "d" * 64),  # more than asked for
+        _listing(next_after="a" * 64),  # a next that does not move: paging would never end
+        _listing("c" * 64, next_after="b" * 64),  # a next behind the page
+        _listing("NOPE"),
+        {"objects": [], "next": None, "extra": 1},
+        {"objects": [{"object_id": "b" * 64, "statement": "%%%"}], "next": None},
+    ],
+)
+def test_malformed_listings_are_bad_node_answers(answer: dict[str, Any]) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answer)
+
+    with pytest.raises(BadNodeAnswer):
+        run_with(handler, lambda client: client.list_objects("a" * 64, 2))

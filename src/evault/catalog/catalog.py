@@ -776,6 +776,25 @@ class Catalog:
             raise _version_not_found(name, version)
         return _version_record(row)
 
+    def version_state(self, owner: str, name: str, version: int) -> str | None:
+        """The state of one version ("pending", "stored", "failed" or "deleted"), or None when
+        the catalog has no such version.  The sweep of orphan slices asks it: a node may drop
+        an object only if the catalog says its version was deleted or failed."""
+        uid = canonical_user_id(owner)
+        validate_document_name(name)
+        _check_int("version", version, low=1)
+        query = (
+            sa.select(versions.c.state)
+            .select_from(versions.join(documents))
+            .where(
+                documents.c.owner == uid,
+                documents.c.name == name,
+                versions.c.version == version,
+            )
+        )
+        state = self._run(lambda conn: conn.execute(query).scalar(), write=False)
+        return None if state is None else str(state)
+
     def list_versions(self, owner: str, name: str) -> list[VersionRecord]:
         """The stored versions of a document, oldest first.  ``NotFound`` if there are none."""
         uid = canonical_user_id(owner)

@@ -16,6 +16,8 @@ Access logs carry no secrets: no headers (tokens), no bodies (passwords).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -42,6 +44,8 @@ log = logging.getLogger("evault.gateway")
 GRACEFUL_SHUTDOWN_S: Final = 30
 KEEP_ALIVE_S: Final = 75
 READY_MESSAGE: Final = "evault gateway: serving https://{host}:{port} (vault {vault})"
+#: The nodes are swept of slices of deleted and failed versions at start-up, then this often.
+SWEEP_EVERY_S: Final = 3600.0
 
 
 def read_vault_info(config: GatewayConfig) -> VaultInfo:
@@ -68,15 +72,39 @@ def read_vault_info(config: GatewayConfig) -> VaultInfo:
     )
 
 
+async def sweep_every(service: VaultService, interval_s: float) -> None:
+    """Sweep the nodes now, then every ``interval_s`` (``VaultService.sweep``), until
+    cancelled; a sweep that fails is logged and tried again at the next turn."""
+    while True:
+        try:
+            outcome = await service.sweep()
+        except Exception:
+            log.exception("sweep of the nodes failed")
+        else:
+            count = sum(len(oids) for oids in outcome.swept.values())
+            if count or outcome.failed:
+                log.info(
+                    "swept %d object(s) of deleted or failed versions from the nodes (%d listed)%s",
+                    count,
+                    outcome.seen,
+                    f"; not swept: {outcome.failed}" if outcome.failed else "",
+                )
+        await asyncio.sleep(interval_s)
+
+
 def _lifespan(service: VaultService, catalog: Catalog) -> Lifespan:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         cleaned = await service.cleanup_pending()
         if cleaned:
             log.info("failed %d deposit(s) left pending by an earlier run", len(cleaned))
+        sweeper = asyncio.create_task(sweep_every(service, SWEEP_EVERY_S))
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await service.aclose()
             catalog.close()
 

@@ -103,6 +103,8 @@ class CatalogPort(Protocol):
 
     def pending_versions(self, older_than: datetime | timedelta) -> list[PendingVersion]: ...
 
+    def version_state(self, owner: str, name: str, version: int) -> str | None: ...
+
     def audit(
         self,
         action: str,
@@ -145,6 +147,23 @@ class DeleteOutcome:
 class CleanupOutcome:
     pending: PendingVersion
     failed: dict[int, str]
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    #: node → the objects deleted there (their versions were deleted or failed)
+    swept: dict[int, list[str]]
+    #: node → why its sweep stopped before the end of its listing
+    failed: dict[int, str]
+    #: objects listed by the nodes, in all
+    seen: int
+
+
+#: Objects asked of a node per listing page by :meth:`VaultService.sweep` (a statement is about
+#: half a KiB: a page stays far below the answer cap).
+SWEEP_PAGE_OBJECTS: Final = 200
+#: Catalog states of versions that have no business on a node.
+SWEPT_STATES: Final = frozenset({"deleted", "failed"})
 
 
 # --- the service ---------------------------------------------------------------------------
@@ -443,6 +462,61 @@ class VaultService:
             )
             out.append(CleanupOutcome(item, failed))
         return out
+
+    async def sweep(self) -> SweepOutcome:
+        """Delete the slices that nodes still hold for versions the catalog says were deleted
+        or failed: a node that was down during a DELETE, or during the clean-up of a failed
+        deposit, kept its slice.  Every node's listing is walked to its end; an object is
+        deleted only if its statement names this vault and that object id, and the catalog
+        holds that version as deleted or failed.  Anything else stays: stored and pending
+        versions, unreadable statements, and versions the catalog does not know (the nodes
+        are the source of truth, DESIGN §8).  Nodes are swept at once, each on its own."""
+        results = await asyncio.gather(
+            *(self._sweep_node(c) for c in self.clients.values()), return_exceptions=True
+        )
+        swept: dict[int, list[str]] = {}
+        failed: dict[int, str] = {}
+        seen = 0
+        for node, result in zip(self.clients, results, strict=True):
+            if isinstance(result, EvaultError):
+                failed[node] = describe_failure(result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                node_swept, node_seen = result
+                seen += node_seen
+                if node_swept:
+                    swept[node] = node_swept
+        return SweepOutcome(swept, failed, seen)
+
+    async def _sweep_node(self, client: NodeClient) -> tuple[list[str], int]:
+        swept: list[str] = []
+        seen = 0
+        after: str | None = None
+        while True:
+            page = await client.list_objects(after, SWEEP_PAGE_OBJECTS)
+            for oid, statement in page.objects:
+                seen += 1
+                if await self._is_orphan(client.index, oid, statement):
+                    await client.delete(oid)
+                    swept.append(oid)
+                    log.info("node %d: swept object %s (its version is gone)", client.index, oid)
+            if page.next_after is None:
+                return swept, seen
+            after = page.next_after
+
+    async def _is_orphan(self, node: int, oid: str, statement: bytes) -> bool:
+        try:
+            st = Statement.from_bytes(statement)
+            if st.vault != self.vault or object_id(st.vault, st.owner, st.name, st.version) != oid:
+                raise FormatError("it names another vault or object")
+            state = await self.catalog_call(
+                self.catalog.version_state, st.owner, st.name, st.version
+            )
+        except EvaultError as exc:
+            log.warning("node %d: object %s left alone: its statement: %s", node, oid, exc)
+            return False
+        return state in SWEPT_STATES
 
     async def delete_everywhere(
         self, oid: str, *, skip: frozenset[int] = frozenset()

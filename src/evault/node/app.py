@@ -77,9 +77,9 @@ from evault.protocol.node_api import (
     PATH_UNWRAP,
     PATH_UNWRAP_KEYS,
     KeyDeposit,
+    ObjectListing,
     Proposal,
     UnwrapCall,
-    b64_encode,
     error_body,
 )
 from evault.protocol.statement import Statement
@@ -228,14 +228,7 @@ def create_app(
         limit = _int_param(request.query_params.get("limit"), "limit", MAX_LIST_LIMIT)
         after = request.query_params.get("after")
         page = await service.list_objects(after, limit or 0)
-        return JSONResponse(
-            {
-                "objects": [
-                    {"object_id": oid, "statement": b64_encode(st)} for oid, st in page.objects
-                ],
-                "next": page.next_after,
-            }
-        )
+        return JSONResponse(ObjectListing(page.objects, page.next_after).to_json_obj())
 
     @_guarded
     async def put_object(request: Request) -> Response:

@@ -19,7 +19,7 @@ from evault.crypto.feldman import FeldmanCommitments, NodeKeyShare
 from evault.crypto.group import Element
 from evault.encoding import TAGS, canonical_json, parse_canonical_json, tagged_hash
 from evault.errors import FormatError, InvalidElement, InvalidSignature, ProtocolError
-from evault.protocol.statement import Statement
+from evault.protocol.statement import MAX_STATEMENT_BYTES, Statement
 
 PROTOCOL_VERSION: Final = 1
 PREFIX: Final = "/v1"
@@ -641,6 +641,57 @@ class KeyListing:
         except FormatError as exc:
             raise ProtocolError(f"malformed key listing: {exc}") from exc
         return cls(node, decoded)
+
+
+@dataclass(frozen=True)
+class ObjectListing:
+    """A node's answer to ``GET /v1/objects?after=&limit=``: the objects it holds after
+    ``after``, by object id, each with the statement it stored, and where the next page
+    starts (None after the last)."""
+
+    objects: tuple[tuple[str, bytes], ...]
+    next_after: str | None
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {
+            "objects": [
+                {"object_id": oid, "statement": b64_encode(st)} for oid, st in self.objects
+            ],
+            "next": self.next_after,
+        }
+
+    @classmethod
+    def from_json_obj(cls, obj: Any, *, after: str | None, limit: int) -> ObjectListing:
+        """Parse an answer to a request for at most ``limit`` objects after ``after``: ids
+        in increasing order past ``after``, and a ``next`` past them, so paging always ends."""
+        try:
+            body = _json_dict(obj, {"objects", "next"}, "object listing")
+            items, next_after = body["objects"], body["next"]
+            if not isinstance(items, list) or len(items) > limit:
+                raise FormatError(f"objects must be a list of at most {limit}")
+            objects = []
+            last = after
+            for item in items:
+                entry = _json_dict(item, {"object_id", "statement"}, "listed object")
+                oid = entry["object_id"]
+                if not is_object_id(oid):
+                    raise FormatError("object_id must be 64 lowercase hex digits")
+                if last is not None and oid <= last:
+                    raise FormatError("object ids must increase past the page's start")
+                statement = _b64_limited(
+                    entry["statement"], what="statement", max_bytes=MAX_STATEMENT_BYTES
+                )
+                objects.append((oid, statement))
+                last = oid
+            if next_after is not None and (
+                not is_object_id(next_after) or (last is not None and next_after < last)
+            ):
+                raise FormatError("next must be null or an object id past the page's last")
+            if next_after is not None and next_after == after:
+                raise FormatError("next must move past the page's start")
+        except FormatError as exc:
+            raise ProtocolError(f"malformed object listing: {exc}") from exc
+        return cls(tuple(objects), next_after)
 
 
 @dataclass(frozen=True)

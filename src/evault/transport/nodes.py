@@ -49,8 +49,10 @@ from evault.protocol.node_api import (
     HEADER_SHA256,
     HEADER_SIGN,
     HEADER_SLICE_INDEX,
+    MAX_LIST_LIMIT,
     PATH_HEALTH,
     PATH_OBJECT,
+    PATH_OBJECTS,
     PATH_SHARE,
     PATH_SLICE,
     PATH_UNWRAP,
@@ -59,6 +61,7 @@ from evault.protocol.node_api import (
     KeyDeposit,
     KeyDepositResult,
     KeyListing,
+    ObjectListing,
     ObjectMeta,
     Proposal,
     ShareAnswer,
@@ -490,6 +493,18 @@ class NodeClient:
             segment_count=segment_count,
             from_segment=from_segment,
         )
+
+    async def list_objects(self, after: str | None, limit: int) -> ObjectListing:
+        """One page of the objects the node holds, by object id (``GET /v1/objects``)."""
+        if after is not None:
+            _check_object_id(after)
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValueError(f"limit: must be in 1..{MAX_LIST_LIMIT}")
+        params = {"limit": str(limit), **({"after": after} if after is not None else {})}
+        async with self._request("list", "GET", PATH_OBJECTS, expect=200, params=params) as answer:
+            obj = await self._read_json("list", answer)
+        with _mapped(self.index, "list"):
+            return ObjectListing.from_json_obj(obj, after=after, limit=limit)
 
     async def share(self, object_id: str) -> WireShare:
         """The node's share, with its proof, of the statement it stored for ``object_id``
