@@ -896,7 +896,7 @@ async def retrieval_response(
             "headers": {
                 HEADER_FAILED: {
                     "description": "Present when some nodes could not be reached: JSON "
-                    "object node index → reason (their slices go at a later clean-up).",
+                    "object node index → reason (their slices go at the next sweep).",
                     "schema": {"type": "string"},
                 }
             },
@@ -916,7 +916,7 @@ async def delete_version(
     outcome = await s.service.delete(caller.user_id, name, version)
     failed = getattr(outcome, "failed", None) or {}
     # The version is gone from the catalog either way; nodes that still hold a slice are
-    # named so that an operator can look (a later clean-up removes it).
+    # named so that an operator can look (the gateway's next sweep removes it).
     headers = {HEADER_FAILED: nodes_header(failed)} if failed else None
     return Response(status_code=204, headers=headers)
 

@@ -139,7 +139,7 @@ class ReceiptCombiner(Protocol):
 @dataclass(frozen=True)
 class DeleteOutcome:
     record: VersionRecord
-    #: nodes the DELETE did not reach (their slice stays until a later clean-up)
+    #: nodes the DELETE did not reach (their slice stays until the next sweep)
     failed: dict[int, str]
 
 
