@@ -1001,6 +1001,23 @@ def test_sweep_deletes_only_slices_of_deleted_and_failed_versions(
     assert again.swept == {} and set(again.failed) == {4}
 
 
+def test_a_node_listing_without_end_is_named_not_swept_forever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("evault.gateway.service.SWEEP_PAGE_OBJECTS", 1)
+    monkeypatch.setattr("evault.gateway.service.SWEEP_MAX_OBJECTS", 2)
+    h = Harness(cluster())
+    for name in ("a.bin", "b.bin", "c.bin"):
+        h.deposit(document(10), name=name)
+
+    async def sweep(service: VaultService) -> Any:
+        return await service.sweep()
+
+    outcome = h.run(sweep)
+    assert set(outcome.failed) == set(h.nodes) and outcome.swept == {}
+    assert all("more than 2 objects" in why for why in outcome.failed.values())
+
+
 def test_sweep_leaves_objects_whose_statement_does_not_fit() -> None:
     h = Harness(cluster())
     h.deposit(document(100), name="doc.bin")

@@ -541,7 +541,7 @@ def test_listing_asks_for_a_page_and_parses_it() -> None:
         _listing("c" * 64, "b" * 64),  # not in order
         _listing("a" * 64),  # not past the page's start
         _listing("b" * 64, "c" * 64, "d" * 64),  # more than asked for
-        _listing(next_after="a" * 64),  # a next that does not move: paging would never end
+        _listing(next_after="b" * 64),  # an empty page that is not the last
         _listing("c" * 64, next_after="b" * 64),  # a next behind the page
         _listing("NOPE"),
         {"objects": [], "next": None, "extra": 1},

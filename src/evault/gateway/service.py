@@ -29,6 +29,7 @@ from evault.catalog.names import canonical_user_id
 from evault.catalog.records import PendingVersion, VersionRecord
 from evault.config import ClusterParams, GatewayConfig
 from evault.errors import (
+    BadNodeAnswer,
     ConfigError,
     EvaultError,
     FormatError,
@@ -162,6 +163,9 @@ class SweepOutcome:
 #: Objects asked of a node per listing page by :meth:`VaultService.sweep` (a statement is about
 #: half a KiB: a page stays far below the answer cap).
 SWEEP_PAGE_OBJECTS: Final = 200
+#: A node listing more objects than this in one sweep is taken for faulty there (every page
+#: moves forward, but a lying node could list made-up objects forever).
+SWEEP_MAX_OBJECTS: Final = 10_000_000
 #: Catalog states of versions that have no business on a node.
 SWEPT_STATES: Final = frozenset({"deleted", "failed"})
 
@@ -503,6 +507,10 @@ class VaultService:
                     log.info("node %d: swept object %s (its version is gone)", client.index, oid)
             if page.next_after is None:
                 return swept, seen
+            if seen >= SWEEP_MAX_OBJECTS:
+                raise BadNodeAnswer(
+                    client.index, "list", f"lists more than {SWEEP_MAX_OBJECTS} objects"
+                )
             after = page.next_after
 
     async def _is_orphan(self, node: int, oid: str, statement: bytes) -> bool:

@@ -687,8 +687,8 @@ class ObjectListing:
                 not is_object_id(next_after) or (last is not None and next_after < last)
             ):
                 raise FormatError("next must be null or an object id past the page's last")
-            if next_after is not None and next_after == after:
-                raise FormatError("next must move past the page's start")
+            if next_after is not None and not objects:
+                raise FormatError("an empty page must be the last (next null)")
         except FormatError as exc:
             raise ProtocolError(f"malformed object listing: {exc}") from exc
         return cls(tuple(objects), next_after)
