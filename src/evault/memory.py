@@ -13,8 +13,9 @@ the C allocator's habit of giving freed memory back at once.
   records in and out, blocks, disk reads): page faults were 5 % of the gateway's CPU and 12 %
   of a benchmark client's on 10 MiB retrievals.  :func:`keep_freed_memory` has glibc serve
   allocations up to 32 MiB from its heap and keep up to 32 MiB free at its top for reuse.
-  Peak memory does not grow by it (freed memory is reused, not added); a process that shrinks
-  after a peak keeps up to that much more resident per malloc arena.
+  Peak memory barely moves (freed memory is reused, not added: in the 2 GiB vault test the
+  gateway peaked at 176 MiB, against 174 before); a process that shrinks after a peak keeps up
+  to 32 MiB more resident per malloc arena.
 """
 
 from __future__ import annotations
