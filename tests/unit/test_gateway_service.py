@@ -230,6 +230,7 @@ class Faults:
     slice_hang_at: int | None = None  # stops sending before this segment's block
     lose_objects: bool = False  # answers 404 for everything it holds
     share_down: bool = False  # GET .../share fails to connect
+    slice_chunk_bytes: int | None = None  # sends a slice in pieces of this size, across blocks
 
 
 class _Stream(httpx.AsyncByteStream):
@@ -380,13 +381,25 @@ class FakeNode:
                     block = bytes([block[0] ^ 0x01]) + block[1:]
                 yield block
 
+        async def rechunked(size: int) -> AsyncIterator[bytes]:
+            held = b""
+            async for data in body():
+                held += data
+                while len(held) >= size:
+                    yield held[:size]
+                    held = held[size:]
+            if held:
+                yield held
+
+        size = f.slice_chunk_bytes
         headers = {
             HEADER_SLICE_INDEX: str(self.index - 1),
             HEADER_LEAVES_BYTES: str(32 * len(obj.blocks)),
             HEADER_FV_HASH: statement.fv_hash,
             HEADER_SEGMENT_COUNT: str(len(obj.blocks)),
         }
-        return httpx.Response(200, headers=headers, stream=_Stream(body()))
+        stream = _Stream(body() if size is None else rechunked(size))
+        return httpx.Response(200, headers=headers, stream=stream)
 
 
 class FakeCluster(httpx.AsyncBaseTransport):
@@ -769,6 +782,25 @@ def test_big_segments_go_out_as_their_data_rows(
     assert isinstance(pieces[2], memoryview) and isinstance(pieces[0], bytes)
     whole, _ = h.retrieve_pieces("one-segment.bin")
     assert whole == [data[:SEGMENT]]
+
+
+@pytest.mark.parametrize("chunk", [1, 100, 341, 342, 343, 1000])
+def test_rows_go_out_in_the_pieces_the_network_cut(
+    monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    # The slices arrive in pieces that straddle blocks; each row goes out as its pieces (no
+    # join), cut at the row's end and at the segment's padding, and the bytes are right.
+    monkeypatch.setattr("evault.gateway.rebuild.INLINE_DECODE_BYTES", 0)
+    h = Harness(cluster())
+    data = document(4 * SEGMENT + 5)
+    h.deposit(data)
+    for node in h.nodes.values():
+        node.faults.slice_chunk_bytes = chunk
+    pieces, retrieval = h.retrieve_pieces()
+    assert b"".join(pieces) == data and retrieval.faulty == {}
+    assert all(0 < len(piece) <= max(chunk, 342) for piece in pieces)
+    if chunk < 342:
+        assert len(pieces) > 3 * 4 + 3  # more pieces than rows: nothing was joined
 
 
 def test_two_nodes_down_still_right_bytes() -> None:

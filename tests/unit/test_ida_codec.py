@@ -141,6 +141,22 @@ def test_decode_rows_are_the_segment_uncopied(codec_id: str, m: int, n: int) -> 
         assert isinstance(last, memoryview) and last.obj is blocks[len(rows) - 1]
 
 
+@pytest.mark.parametrize("codec_id", CODEC_IDS)
+@pytest.mark.parametrize(("m", "n"), [(1, 2), (2, 3), (3, 5), (4, 6)])
+def test_row_slices_name_blocks_that_are_data_rows(codec_id: str, m: int, n: int) -> None:
+    codec = get_codec(codec_id, m, n)
+    assert len(codec.row_slices) == m
+    if codec_id == DEFAULT_CODEC_ID:
+        assert codec.row_slices == tuple(range(m))  # systematic
+    data = rng.randbytes(3 * m + 1)
+    b = codec.block_bytes(len(data))
+    blocks = codec.encode(data)
+    padded = data + bytes(m * b - len(data))
+    for r, j in enumerate(codec.row_slices):
+        if j is not None:
+            assert blocks[j] == padded[r * b : (r + 1) * b], (codec_id, r, j)
+
+
 def test_more_than_m_blocks_are_fine_and_bytes_like_inputs_work() -> None:
     codec = get_codec(DEFAULT_CODEC_ID, 3, 5)
     data = os.urandom(1001)

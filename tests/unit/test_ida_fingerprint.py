@@ -1,4 +1,5 @@
 import hashlib
+import itertools
 
 import pytest
 
@@ -102,6 +103,20 @@ def test_leaf_binds_slice_and_segment_index() -> None:
         leaf_hash(0, 0, "x")  # type: ignore[arg-type]
 
 
+def test_a_block_in_pieces_has_the_leaf_of_the_whole_block() -> None:
+    block = bytes(range(256)) * 5
+    whole = leaf_hash(2, 7, block)
+    view = memoryview(block)
+    for cuts in ([], [1], [100, 700], [1279], list(range(1, 1280, 97))):
+        edges = [0, *cuts, len(block)]
+        pieces = [view[a:b] for a, b in itertools.pairwise(edges)]
+        assert leaf_hash(2, 7, pieces) == whole == leaf_hash(2, 7, tuple(bytes(p) for p in pieces))
+    assert leaf_hash(2, 7, [block[:9], b"X" + block[10:]]) != whole  # one byte changed
+    assert leaf_hash(2, 7, [block[:9], block[10:]]) != whole  # one byte lost at a cut
+    with pytest.raises(TypeError, match=r"^block"):
+        leaf_hash(0, 0, [b"x", "y"])  # type: ignore[list-item]
+
+
 def test_slice_verifier_checks_the_leaf_list_once_then_each_block() -> None:
     codec = get_codec(DEFAULT_CODEC_ID, 2, 3)
     enc = StreamEncoder(codec, 64)
@@ -115,6 +130,9 @@ def test_slice_verifier_checks_the_leaf_list_once_then_each_block() -> None:
     assert verifier.segment_count == 4
     for i, blocks in enumerate(segments):
         verifier.verify(i, blocks[1])
+        verifier.verify(i, [blocks[1][:5], blocks[1][5:]])  # in pieces, as they arrive
+    with pytest.raises(SliceCorrupt):
+        verifier.verify(1, [segments[1][1][:5], bytes(5)])
     with pytest.raises(SliceCorrupt) as info:
         verifier.verify(2, segments[2][0])
     assert (info.value.slice_index, info.value.block_index) == (1, 2)

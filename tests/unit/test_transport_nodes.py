@@ -226,6 +226,27 @@ def test_slice_headers_and_exact_reads() -> None:
     assert seen["query"] == "from_segment=1"
 
 
+class ChunkedStream(httpx.AsyncByteStream):
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+def test_slice_pieces_are_the_arriving_chunks_cut_not_copied() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return slice_response(ChunkedStream(bytes(64), b"AAAA", b"BB", b"BBCC"))
+
+    async def body(client: NodeClient) -> Any:
+        async with client.slice(OID) as stream:
+            await stream.read_exactly(64)
+            return [[bytes(p) for p in await stream.read_pieces(n)] for n in (3, 4, 0, 3)]
+
+    assert run_with(handler, body) == [[b"AAA"], [b"A", b"BB", b"B"], [], [b"BCC"]]
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -53,6 +53,7 @@ class ZfecCodec:
         import zfec  # a dev/bench dependency only
 
         self.m, self.n = m, n
+        self.row_slices: tuple[int | None, ...] = tuple(range(m))  # systematic
         self._encoder = zfec.Encoder(m, n)
         self._decoder = zfec.Decoder(m, n)
 

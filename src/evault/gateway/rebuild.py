@@ -12,10 +12,11 @@ rebuilt, before any of it is used.  A node that fails, lies or stays silent for 
 is replaced by the next best node, resuming at the segment where it failed (``from_segment``).
 Big segments are checked and decoded in a worker thread;
 segment i + 1 is rebuilt while segment i goes out, and each slice stream reads at most two
-blocks ahead, so memory stays a few segments.  A segment of a document of several big segments
-goes out as its m data rows, not joined: with the data slices at hand those rows are the very
-blocks the nodes sent, so the gateway copies no document byte between decrypting it and
-encrypting it again.
+blocks ahead, so memory stays a few segments.  Blocks are kept in the pieces the HTTP client
+handed over, and a segment of a document of several big segments goes out as its data rows in
+those pieces, never joined: with the data slices at hand (the codec's ``row_slices``) the rows
+are the very blocks the nodes sent, so the gateway's own code copies no document byte.  Only a
+segment that must be decoded (a data slice missing) or sent whole has its blocks joined.
 
 The first segment is rebuilt before :meth:`VaultService.retrieve` returns, so a document that
 cannot be rebuilt fails with an error rather than a truncated stream; the last segment is
@@ -149,8 +150,13 @@ class _ReaderIdle(Exception):
     """A slice reader stopped because its blocks were not taken: reopen it, blame no one."""
 
 
+#: A block as it arrived: its consecutive pieces (joined only where a codec needs it whole).
+Block = list[bytes | memoryview]
+
+
 class _SliceReader:
-    """Streams one node's slice from ``from_segment``: verified blocks into a small queue."""
+    """Streams one node's slice from ``from_segment``: its blocks, as they arrived, into a
+    small queue (each is checked against its leaf where its segment is decoded)."""
 
     def __init__(
         self,
@@ -167,7 +173,7 @@ class _SliceReader:
         self.client = client
         self.node = client.index
         self.slice_index = planner.slice_of(client.index)
-        self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=read_ahead)
+        self.queue: asyncio.Queue[tuple[int, Block]] = asyncio.Queue(maxsize=read_ahead)
         self._oid = oid
         self._fv = fv
         self._fv_hash = fv_hash
@@ -198,7 +204,7 @@ class _SliceReader:
             self.verifier = SliceVerifier(self._fv.roots[j], j, leaves_from_bytes(raw, count))
             for i in range(self._from, count):
                 # Checked against its leaf by DocumentReader._segment, with the decode.
-                block = await stream.read_exactly(layout.block_bytes(i))
+                block = await stream.read_pieces(layout.block_bytes(i))
                 if i == count - 1:
                     # Read the answer to its end before handing the last block over, so the
                     # connection goes back to the pool now (and is never dropped by a close).
@@ -209,7 +215,7 @@ class _SliceReader:
                     self.idle = True
                     return
 
-    async def _put(self, item: tuple[int, bytes]) -> bool:
+    async def _put(self, item: tuple[int, Block]) -> bool:
         """Queue ``item``; False if it could not be queued within the idle time."""
         try:
             self.queue.put_nowait(item)
@@ -223,7 +229,7 @@ class _SliceReader:
             putter.cancel()  # no-op once done
         return putter in done
 
-    async def next_block(self, segment: int, timeout_s: float) -> bytes:
+    async def next_block(self, segment: int, timeout_s: float) -> Block:
         """The verified block of ``segment``; raises the reader's error or ``NodeTimeout``."""
         if not self.queue.empty():  # already here: no waiter, no timer
             return self._checked(segment, *self.queue.get_nowait())
@@ -246,7 +252,7 @@ class _SliceReader:
             raise BadNodeAnswer(self.node, "slice", f"stream ended before segment {segment}")
         raise NodeTimeout(self.node, "slice", f"no block within {timeout_s:g} s")
 
-    def _checked(self, segment: int, index: int, block: bytes) -> bytes:
+    def _checked(self, segment: int, index: int, block: Block) -> Block:
         if index != segment:  # a bug in the retrieval loop, not the node's fault
             raise RuntimeError(f"slice reader of node {self.node} is at segment {index}")
         return block
@@ -264,15 +270,15 @@ Segment = list[bytes | memoryview]
 
 def _verify_and_decode(
     i: int,
-    blocks: dict[int, bytes],
+    blocks: dict[int, Block],
     owners: dict[int, _SliceReader],
     layout: Layout,
     hasher: Any,
     as_rows: bool,
 ) -> tuple[Segment | None, dict[int, SliceCorrupt]]:
     """Segment ``i``: check each block against its leaf, then decode and hash the segment,
-    as its data rows if ``as_rows`` else joined into one piece.  (None, {slice: error}) if
-    any block fails."""
+    as the pieces of its data rows if ``as_rows`` else joined into one piece.
+    (None, {slice: error}) if any block fails."""
     failures: dict[int, SliceCorrupt] = {}
     for j, block in blocks.items():
         verifier = owners[j].verifier
@@ -284,11 +290,33 @@ def _verify_and_decode(
             failures[j] = exc
     if failures:
         return None, failures
-    rows = layout.codec.decode_rows(blocks, layout.segment_len(i))
-    segment: Segment = rows if as_rows else [b"".join(rows)]
+    segment_len = layout.segment_len(i)
+    row_slices = layout.codec.row_slices
+    if as_rows and all(j is not None and j in blocks for j in row_slices):
+        # The data rows are blocks at hand: their pieces, as they arrived, are the segment.
+        segment = _cut(
+            [piece for j in row_slices if j is not None for piece in blocks[j]], segment_len
+        )
+    else:
+        whole = {j: b"".join(pieces) for j, pieces in blocks.items()}
+        rows = layout.codec.decode_rows(whole, segment_len)
+        segment = rows if as_rows else [b"".join(rows)]
     for piece in segment:
         hasher.update(piece)
     return segment, failures
+
+
+def _cut(pieces: Segment, length: int) -> Segment:
+    """The first ``length`` bytes of ``pieces`` (the padding after them dropped, the piece it
+    begins in cut through a view)."""
+    out: Segment = []
+    left = length
+    for piece in pieces:
+        if left <= 0:
+            break
+        out.append(piece if len(piece) <= left else memoryview(piece)[:left])
+        left -= len(piece)
+    return out
 
 
 class DocumentReader:
@@ -475,7 +503,7 @@ class DocumentReader:
         blocks passed.
         """
         layout, hasher, m = self.layout, self.hasher, self.statement.m
-        blocks: dict[int, bytes] = {}
+        blocks: dict[int, Block] = {}
         owners: dict[int, _SliceReader] = {}
         while True:
             while len(blocks) < m:
@@ -485,7 +513,7 @@ class DocumentReader:
                     return_exceptions=True,
                 )
                 for reader, result in zip(waiting, results, strict=True):
-                    if isinstance(result, bytes):
+                    if isinstance(result, list):
                         blocks[reader.slice_index] = result
                         owners[reader.slice_index] = reader
                     elif isinstance(result, _ReaderIdle):

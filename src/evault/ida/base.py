@@ -13,6 +13,7 @@ Contract of a :class:`Codec` (one segment at a time; segmenting lives in ``segme
   A block of the wrong length, an index outside 0..n-1, or a wrong type is a programming mistake
   (``ValueError``/``TypeError``): callers check blocks against their fingerprints first, and a
   block that passed has the right length.
+* ``row_slices[r]`` names the slice whose block is data row r itself, if there is one.
 * ``codec_id`` names the bytes, not the implementation: two implementations with the same id
   produce identical blocks, so either can read what the other wrote.
 
@@ -45,6 +46,9 @@ class Codec(Protocol):
     codec_id: str
     m: int
     n: int
+    #: For each data row r, the slice whose block is that row itself (zero-padded), or None: a
+    #: systematic code has (0, 1, ..., m - 1).  Whoever holds those blocks has the segment.
+    row_slices: tuple[int | None, ...]
 
     def block_bytes(self, segment_len: int) -> int: ...
 

@@ -93,12 +93,16 @@ def _check_segment_index(segment_index: object) -> int:
     return i
 
 
-def leaf_hash(slice_index: int, segment_index: int, block: BytesLike) -> bytes:
-    """The Merkle leaf of block ``segment_index`` of slice ``slice_index``."""
+def leaf_hash(
+    slice_index: int, segment_index: int, block: BytesLike | Sequence[BytesLike]
+) -> bytes:
+    """The Merkle leaf of block ``segment_index`` of slice ``slice_index``; the block may be
+    given whole or as a list (or tuple) of its consecutive pieces."""
     header = _LEAF_HEADER.pack(_check_slice_index(slice_index), _check_segment_index(segment_index))
     h = _LEAF_PREFIX.copy()
     h.update(header)
-    h.update(as_view(block, "block"))
+    for piece in block if isinstance(block, list | tuple) else (block,):
+        h.update(as_view(piece, "block"))
     return h.digest()
 
 
@@ -255,7 +259,9 @@ class SliceVerifier:
     def segment_count(self) -> int:
         return len(self.leaves)
 
-    def verify(self, segment_index: int, block: BytesLike) -> None:
+    def verify(self, segment_index: int, block: BytesLike | Sequence[BytesLike]) -> None:
+        """Raise ``SliceCorrupt`` unless ``block`` (whole, or a list of its pieces) is block
+        ``segment_index`` of this slice."""
         i = check_int("segment_index", segment_index)
         if not 0 <= i < len(self.leaves):
             raise ValueError(f"segment_index: {i} is outside 0..{len(self.leaves) - 1}")

@@ -213,6 +213,7 @@ class IsalCauchyCodec:
         self._field = field
         self._lib = lib if lib is not None else (_load() if accelerate else None)
         self._reference = ReferenceIDA(self.t, field, codec_id=CODEC_ID, verify=False)
+        self.row_slices: tuple[int | None, ...] = tuple(range(self.m))  # systematic
         self._parity_tables: ctypes.Array[ctypes.c_char] | None = None
         if self._lib is not None and self.n > self.m:
             # ISA-L's encode matrix rows for the parity slices: row i is column i of T.

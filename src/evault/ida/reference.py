@@ -81,6 +81,10 @@ class ReferenceIDA:
             col = [matrix[r][i] for r in range(self.m)]
             if col.count(0) == self.m - 1 and 1 in col:
                 self._unit[i] = col.index(1)
+        self.row_slices: tuple[int | None, ...] = tuple(
+            min((i for i, r in self._unit.items() if r == row), default=None)
+            for row in range(self.m)
+        )
         self._decode_cache: dict[tuple[int, ...], Matrix] = {}
 
     def __repr__(self) -> str:
