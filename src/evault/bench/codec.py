@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from evault.ida import DEFAULT_CODEC_ID, DEFAULT_SEGMENT_BYTES, Codec, StreamEncoder, get_codec
-from evault.ida.base import BytesLike, as_view, check_blocks, row_bytes, split_rows, trim_rows
+from evault.ida.base import BytesLike, as_view, check_blocks, cut_pieces, row_bytes, split_rows
 from evault.ida.fingerprint import DocumentFingerprinter, SliceVerifier, leaf_hash
 from evault.ida.isal import isal_status
 from evault.memory import peak_rss_bytes
@@ -77,7 +77,7 @@ class ZfecCodec:
         data = [i for i in sorted(checked) if i < self.m]
         nums = tuple(data + [i for i in sorted(checked) if i >= self.m][: self.m - len(data)])
         rows = self._decoder.decode(tuple(checked[i] for i in nums), nums)
-        return trim_rows(list(rows), segment_len)
+        return cut_pieces(list(rows), segment_len)
 
 
 def _best(fn: Callable[[], object], rounds: int) -> float:
@@ -375,12 +375,13 @@ def stream_memory_check(
     # Sanity: leaves really bind their blocks (guards against a verifier that checks nothing).
     if leaf_hash(0, 0, b"") == leaf_hash(0, 0, b"\0"):
         raise RuntimeError("leaf hash ignores its block")
+    peak = peak_rss_bytes()
     return {
         "size_bytes": size_bytes,
         "segments": layout.segment_count,
         "seconds": round(time.perf_counter() - start, 2),
-        "peak_rss_bytes": peak_rss_bytes(),
-        "peak_rss_MiB": round(peak_rss_bytes() / MIB, 1),
+        "peak_rss_bytes": peak,
+        "peak_rss_MiB": round(peak / MIB, 1),
         "fv_hash": fv.fv_hash().hex(),
     }
 

@@ -50,6 +50,7 @@ from evault.errors import (
 from evault.gateway import planner
 from evault.gateway.fanout import audit_faults, describe_failure, detach
 from evault.ida import Layout
+from evault.ida.base import cut_pieces
 from evault.ida.fingerprint import FingerprintVector, SliceVerifier, leaves_from_bytes
 from evault.protocol.node_api import ObjectMeta, object_id
 from evault.protocol.statement import Statement
@@ -294,7 +295,7 @@ def _verify_and_decode(
     row_slices = layout.codec.row_slices
     if as_rows and all(j is not None and j in blocks for j in row_slices):
         # The data rows are blocks at hand: their pieces, as they arrived, are the segment.
-        segment = _cut(
+        segment = cut_pieces(
             [piece for j in row_slices if j is not None for piece in blocks[j]], segment_len
         )
     else:
@@ -304,19 +305,6 @@ def _verify_and_decode(
     for piece in segment:
         hasher.update(piece)
     return segment, failures
-
-
-def _cut(pieces: Segment, length: int) -> Segment:
-    """The first ``length`` bytes of ``pieces`` (the padding after them dropped, the piece it
-    begins in cut through a view)."""
-    out: Segment = []
-    left = length
-    for piece in pieces:
-        if left <= 0:
-            break
-        out.append(piece if len(piece) <= left else memoryview(piece)[:left])
-        left -= len(piece)
-    return out
 
 
 class DocumentReader:

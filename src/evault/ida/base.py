@@ -28,7 +28,7 @@ what ISA-L and zfec do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final, Protocol, runtime_checkable
 
 from evault.errors import NotEnoughSlices
@@ -114,20 +114,18 @@ def split_rows(segment: memoryview, m: int, b: int) -> list[bytes]:
     return rows
 
 
-def trim_rows(rows: list[bytes], segment_len: int) -> list[bytes | memoryview]:
-    """The data rows with the padding dropped, copying nothing: only the tail is padding, so
-    the last rows are cut through views (a row of padding alone is left out)."""
-    b = len(rows[0]) if rows else 0
-    if segment_len and b * len(rows) == segment_len:
-        return list(rows)
-    parts: list[bytes | memoryview] = []
-    left = segment_len
-    for row in rows:
+def cut_pieces(pieces: Sequence[bytes | memoryview], length: int) -> list[bytes | memoryview]:
+    """The first ``length`` bytes of consecutive ``pieces``, copying nothing: the piece they
+    end in is cut through a view, the pieces after it are left out.  A segment's data rows
+    cut at its length are the segment with its padding (only the tail) dropped."""
+    out: list[bytes | memoryview] = []
+    left = length
+    for piece in pieces:
         if left <= 0:
             break
-        parts.append(row if left >= b else memoryview(row)[:left])
-        left -= b
-    return parts
+        out.append(piece if len(piece) <= left else memoryview(piece)[:left])
+        left -= len(piece)
+    return out
 
 
 def check_blocks(blocks: object, segment_len: int, m: int, n: int, b: int) -> dict[int, bytes]:

@@ -59,9 +59,9 @@ from evault.ida.base import (
     check_params,
     check_segment_len,
     choose_indices,
+    cut_pieces,
     row_bytes,
     split_rows,
-    trim_rows,
 )
 from evault.ida.gf256 import ISAL_POLY, get_field
 from evault.ida.matrix import Matrix, cauchy_systematic, columns, mat_inv
@@ -280,11 +280,11 @@ class IsalCauchyCodec:
         views = check_blocks(blocks, segment_len, self.m, self.n, b)
         chosen = choose_indices(views, self.m)
         if all(r in views for r in range(self.m)):
-            return trim_rows([views[r] for r in range(self.m)], segment_len)
+            return cut_pieces([views[r] for r in range(self.m)], segment_len)
         if b == 0:
             return []
         missing, tables = self._decode_plan(lib, chosen)
         sources = [views[j] for j in chosen]
         rebuilt = dict(zip(missing, lib.run(b, self.m, tables, sources, len(missing)), strict=True))
         rows = [rebuilt[r] if r in rebuilt else views[r] for r in range(self.m)]
-        return trim_rows(rows, segment_len)
+        return cut_pieces(rows, segment_len)

@@ -26,9 +26,9 @@ from evault.ida.base import (
     check_params,
     check_segment_len,
     choose_indices,
+    cut_pieces,
     row_bytes,
     split_rows,
-    trim_rows,
 )
 from evault.ida.gf256 import GF256
 from evault.ida.matrix import Matrix, as_matrix, columns, mat_inv, verify_mds
@@ -147,4 +147,4 @@ class ReferenceIDA:
             if inverse is None:
                 inverse = self.decoding_matrix(chosen)
             rows.append(_combine(self.field, [inverse[c][r] for c in range(self.m)], received, b))
-        return trim_rows(rows, segment_len)
+        return cut_pieces(rows, segment_len)
