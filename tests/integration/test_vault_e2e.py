@@ -237,11 +237,7 @@ def test_gateway_killed_and_restarted_loses_nothing_receipted(
         v.cluster.stop()
     v2 = vault_factory.restart(v)
     try:
-        r = v2.client.post(
-            "/api/v1/tokens", json={"user_id": "alice", "password": "correct horse battery"}
-        )
-        token = r.json()["token"]
-        assert retrieve(v2, token, "survivor.bin") == data
+        assert retrieve(v2, v2.login(), "survivor.bin") == data
     finally:
         v2.client.close()
         v2.cluster.stop()
@@ -316,10 +312,7 @@ def test_a_slice_missed_by_a_delete_is_swept_when_the_gateway_starts(
         ):
             assert time.monotonic() < deadline, v2.log("gateway")[-2000:]
             time.sleep(0.2)
-        r = v2.client.post(
-            "/api/v1/tokens", json={"user_id": "alice", "password": "correct horse battery"}
-        )
-        assert retrieve(v2, r.json()["token"], "kept.bin") == b"kept"
+        assert retrieve(v2, v2.login(), "kept.bin") == b"kept"
         for node in (1, 3, 4, 5):  # the DELETE reached them the first time
             assert "DELETE /v1/objects/" not in since_restart(node)
     finally:

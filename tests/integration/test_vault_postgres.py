@@ -57,10 +57,7 @@ def test_vault_on_postgresql_survives_a_gateway_kill(
         assert count is not None and count[0] == 1
     v2 = vault_factory.restart(v)
     try:
-        r = v2.client.post(
-            "/api/v1/tokens", json={"user_id": "alice", "password": "correct horse battery"}
-        )
-        assert retrieve(v2, r.json()["token"], "pg/one.bin") == data
+        assert retrieve(v2, v2.login(), "pg/one.bin") == data
     finally:
         v2.client.close()
         v2.cluster.stop()

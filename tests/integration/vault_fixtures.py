@@ -117,6 +117,10 @@ class LiveVault:
             json={"user_id": user, "password": password, "name": user.title(), "contact": "x@y"},
         )
         assert r.status_code == 201, r.text
+        return self.login(user, password)
+
+    def login(self, user: str = "alice", password: str = "correct horse battery") -> str:
+        """A fresh token of a registered user (after a restart, say)."""
         r = self.client.post("/api/v1/tokens", json={"user_id": user, "password": password})
         assert r.status_code == 201, r.text
         return str(r.json()["token"])
