@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -412,3 +413,21 @@ def test_machine_speed_is_measured_and_reported() -> None:
     assert f"SHA-256 {speed['sha256_MB_per_s']} MB/s" in report
     assert summary(_fake_results(), meta)["machine_speed"] == speed
     assert "This machine" not in bench.markdown_report(_fake_results(), [], {}, {}, [])
+
+
+def test_py_spy_is_found_next_to_the_interpreter_when_not_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    spy = venv_bin / "py-spy"
+    spy.write_text("#!/bin/sh\n")
+    monkeypatch.delenv("EVAULT_PY_SPY", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(bench.sys, "executable", str(venv_bin / "python"))
+    assert bench._find_py_spy() is None  # there, but not executable
+    spy.chmod(0o755)
+    assert bench._find_py_spy() == str(spy)
+    # An explicit EVAULT_PY_SPY wins, and one that cannot run means no profile.
+    monkeypatch.setenv("EVAULT_PY_SPY", str(tmp_path / "missing"))
+    assert bench._find_py_spy() is None

@@ -1011,10 +1011,12 @@ def _source_commit() -> str | None:
 
 
 def _find_py_spy() -> str | None:
+    """``EVAULT_PY_SPY`` if set, else py-spy on PATH, else the one installed next to this
+    interpreter (the ``bench`` extra puts it in the virtualenv, which need not be on PATH)."""
     named = os.environ.get("EVAULT_PY_SPY")
     if named:
         return named if os.access(named, os.X_OK) else None
-    return shutil.which("py-spy")
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
 
 
 @dataclass
