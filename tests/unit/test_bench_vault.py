@@ -41,10 +41,11 @@ def test_full_plan_measures_both_settings_at_the_issue_sizes() -> None:
     plan = plan_bench(quick=False)
     assert [(s.n, s.m, s.k) for s in plan.settings] == [(5, 3, 4), (3, 2, 3)]
     assert plan.sizes == (1024, 5120, 10240, 51200, 102400, 512000, 1048576, 10485760)
-    assert plan.settings[0].concurrencies == (1, 4, 16)
+    # Figure 3's three concurrencies on both vaults.
+    assert [s.concurrencies for s in plan.settings] == [(1, 4, 16), (1, 4, 16)]
     assert plan.key_bits == 3072
-    # 8 sizes x 2 operations x (3 + 2) concurrencies
-    assert plan.point_count == 8 * 2 * 5
+    # 8 sizes x 2 operations x (3 + 3) concurrencies
+    assert plan.point_count == 8 * 2 * 6
     # Retrievals come first, each size at every C.
     first = plan.points(plan.settings[0])[:4]
     assert [(p.op, p.size, p.concurrency) for p in first] == [
