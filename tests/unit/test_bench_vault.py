@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -353,8 +354,69 @@ def test_contention_is_other_cores_per_window_and_the_plan_bounds_retries() -> N
     assert bench.contention(busy) > bench.CONTENDED_POINT_CORES
     full, quick = plan_bench(quick=False), plan_bench(quick=True)
     assert (full.retries, quick.retries) == (2, 1)
-    # Retries stop early enough to keep the issue's budgets (10 min full, 2 min quick).
-    assert full.retry_budget_s < 600 and quick.retry_budget_s < 120
+    # A quiet full run takes ~5.5 min and a quick one ~50 s: what a busy neighbour can add
+    # (the budget, plus one point's overrun) keeps the issue's 10 and 2 minutes.
+    assert full.retry_budget_s <= 120 and quick.retry_budget_s <= 20
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _measurer(others: list[float], clock: _Clock, point_s: float) -> Callable[[], PointResult]:
+    """Each call takes ``point_s`` on ``clock`` and returns a point during which other
+    processes took the next of ``others`` cores."""
+    key = PointKey("default", "retrieve", KIB, 1)
+    left = iter(others)
+
+    def measure() -> PointResult:
+        clock.now += point_s
+        busy = next(left)
+        return make_point_result(key, Outcome(), 2.0, _cpu(wall_s=2.0, other_s=2.0 * busy), None)
+
+    return measure
+
+
+def test_a_quiet_point_is_measured_once() -> None:
+    clock, budget = _Clock(), bench.RetryBudget(100.0)
+    calls: list[float] = []
+    result = bench.measure_point(
+        _measurer([0.1], clock, 4.0), retries=2, budget=budget, on_retry=calls.append, clock=clock
+    )
+    assert bench.contention(result) == pytest.approx(0.1)
+    assert calls == [] and budget.left_s == 100.0
+
+
+def test_a_contended_point_keeps_the_least_disturbed_attempt_and_pays_from_the_budget() -> None:
+    clock, budget = _Clock(), bench.RetryBudget(100.0)
+    calls: list[float] = []
+    result = bench.measure_point(
+        _measurer([0.9, 0.3, 0.6], clock, 4.0),
+        retries=2,
+        budget=budget,
+        on_retry=calls.append,
+        clock=clock,
+    )
+    assert bench.contention(result) == pytest.approx(0.3)
+    assert calls == pytest.approx([0.9, 0.3])  # the busier attempt is the one reported
+    assert budget.left_s == pytest.approx(92.0)  # two second measurements of 4 s
+
+
+def test_the_budget_bounds_what_retries_add_to_a_run() -> None:
+    clock, budget = _Clock(), bench.RetryBudget(10.0)
+    point_s, points = 4.0, 20
+    for _ in range(points):  # a neighbour busy all along
+        bench.measure_point(
+            _measurer([0.9] * 3, clock, point_s), retries=2, budget=budget, clock=clock
+        )
+    # 20 first measurements, then retries until the budget is spent (the last may overrun it
+    # by one point), then none.
+    assert clock.now == pytest.approx(points * point_s + 12.0)
+    assert budget.left_s <= 0
 
 
 def test_size_labels() -> None:
