@@ -402,7 +402,8 @@ def test_a_contended_point_keeps_the_least_disturbed_attempt_and_pays_from_the_b
         clock=clock,
     )
     assert bench.contention(result) == pytest.approx(0.3)
-    assert calls == pytest.approx([0.9, 0.3])  # the busier attempt is the one reported
+    # Each retry is announced with the contention of the best attempt so far.
+    assert calls == pytest.approx([0.9, 0.3])
     assert budget.left_s == pytest.approx(92.0)  # two second measurements of 4 s
 
 
