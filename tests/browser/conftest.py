@@ -83,8 +83,7 @@ def web_vault(vault_factory: VaultFactory, tmp_path_factory: pytest.TempPathFact
     try:
         yield vault
     finally:
-        vault.client.close()
-        vault.cluster.stop()
+        vault.stop()
 
 
 @pytest.fixture(scope="module")

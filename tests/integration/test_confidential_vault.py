@@ -245,8 +245,7 @@ def recorded_vault(
     try:
         yield vault, traffic
     finally:
-        vault.client.close()
-        vault.cluster.stop()
+        vault.stop()
 
 
 @pytest.fixture
@@ -616,8 +615,7 @@ def test_a_lying_node_is_caught_by_its_proof_and_excluded(
             result.stderr
         )
     finally:
-        vault.client.close()
-        vault.cluster.stop()
+        vault.stop()
 
 
 # --- 100 MiB -----------------------------------------------------------------------------------

@@ -188,8 +188,7 @@ def test_lying_node_is_named_and_changes_nothing(
             assert "4" in r.headers.get("Evault-Faulty-Nodes", "")
         assert "node 4" in v.log("gateway") or "node-4" in v.log("gateway")
     finally:
-        v.client.close()
-        v.cluster.stop()
+        v.stop()
 
 
 def test_corrupted_slice_file_on_disk_is_detected(vault: LiveVault) -> None:
@@ -217,8 +216,7 @@ def test_paper_setting_3_2_3_end_to_end(vault_factory: VaultFactory, tmp_path: P
         v.kill_node(3)
         assert retrieve(v, token, "paper.bin") == data
     finally:
-        v.client.close()
-        v.cluster.stop()
+        v.stop()
 
 
 def test_gateway_killed_and_restarted_loses_nothing_receipted(
@@ -233,14 +231,12 @@ def test_gateway_killed_and_restarted_loses_nothing_receipted(
         gw.send_signal(signal.SIGKILL)
         gw.wait(timeout=10)
     finally:
-        v.client.close()
-        v.cluster.stop()
+        v.stop()
     v2 = vault_factory.restart(v)
     try:
         assert retrieve(v2, v2.login(), "survivor.bin") == data
     finally:
-        v2.client.close()
-        v2.cluster.stop()
+        v2.stop()
 
 
 def test_node_sigkilled_mid_deposit_gives_receipt_or_clear_error(
@@ -296,8 +292,7 @@ def test_a_slice_missed_by_a_delete_is_swept_when_the_gateway_starts(
         )
         assert r.status_code == 204 and "2" in json.loads(r.headers["evault-failed-nodes"])
     finally:
-        v.client.close()
-        v.cluster.stop()
+        v.stop()
     before = {node: len(v.log(f"node-{node}")) for node in range(1, 6)}
     v2 = vault_factory.restart(v)  # every node up again; the gateway sweeps as it starts
 
@@ -316,5 +311,4 @@ def test_a_slice_missed_by_a_delete_is_swept_when_the_gateway_starts(
         for node in (1, 3, 4, 5):  # the DELETE reached them the first time
             assert "DELETE /v1/objects/" not in since_restart(node)
     finally:
-        v2.client.close()
-        v2.cluster.stop()
+        v2.stop()

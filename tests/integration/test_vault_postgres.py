@@ -50,8 +50,7 @@ def test_vault_on_postgresql_survives_a_gateway_kill(
         gw.send_signal(signal.SIGKILL)
         gw.wait(timeout=10)
     finally:
-        v.client.close()
-        v.cluster.stop()
+        v.stop()
     with psycopg.connect(database.replace("+psycopg", "")) as conn:
         count = conn.execute("SELECT count(*) FROM versions WHERE state = 'stored'").fetchone()
         assert count is not None and count[0] == 1
@@ -59,5 +58,4 @@ def test_vault_on_postgresql_survives_a_gateway_kill(
     try:
         assert retrieve(v2, v2.login(), "pg/one.bin") == data
     finally:
-        v2.client.close()
-        v2.cluster.stop()
+        v2.stop()

@@ -119,6 +119,11 @@ class LiveVault:
         assert r.status_code == 201, r.text
         return self.login(user, password)
 
+    def stop(self) -> None:
+        """Close the client and stop every process of the vault (by PID)."""
+        self.client.close()
+        self.cluster.stop()
+
     def login(self, user: str = "alice", password: str = "correct horse battery") -> str:
         """A fresh token of a registered user (after a restart, say)."""
         r = self.client.post("/api/v1/tokens", json={"user_id": user, "password": password})
@@ -153,27 +158,26 @@ class VaultFactory:
                 target / "gateway" / "gateway.toml",
                 lambda doc: doc["gateway"].__setitem__("database_url", database_url),
             )
-        cluster = start_cluster(target, port=port, extra_node_args=extra_node_args, env=env)
-        ctx = ssl.create_default_context(cafile=str(target / "client" / "ca.pem"))
-        client = httpx.Client(base_url=cluster.gateway_url, verify=ctx, timeout=120.0)
-        vault = LiveVault(target, cluster, client)
-        self.live.append(vault)
-        return vault
+        return self._live(
+            target, start_cluster(target, port=port, extra_node_args=extra_node_args, env=env)
+        )
 
     def restart(self, old: LiveVault) -> LiveVault:
         """Start the processes of an existing (stopped) vault directory again, same ports."""
         port = int(old.cluster.gateway_url.rsplit(":", 1)[1])
-        cluster = start_cluster(old.directory, port=port)
-        ctx = ssl.create_default_context(cafile=str(old.directory / "client" / "ca.pem"))
+        return self._live(old.directory, start_cluster(old.directory, port=port))
+
+    def _live(self, directory: Path, cluster: Cluster) -> LiveVault:
+        """A started vault with its HTTPS client, stopped again by ``stop_all``."""
+        ctx = ssl.create_default_context(cafile=str(directory / "client" / "ca.pem"))
         client = httpx.Client(base_url=cluster.gateway_url, verify=ctx, timeout=120.0)
-        vault = LiveVault(old.directory, cluster, client)
+        vault = LiveVault(directory, cluster, client)
         self.live.append(vault)
         return vault
 
     def stop_all(self) -> None:
         for vault in self.live:
-            vault.client.close()
-            vault.cluster.stop()
+            vault.stop()
         self.live.clear()
 
 
@@ -191,5 +195,4 @@ def vault(vault_factory: VaultFactory, tmp_path: Path) -> Iterator[LiveVault]:
     try:
         yield v
     finally:
-        v.client.close()
-        v.cluster.stop()
+        v.stop()
