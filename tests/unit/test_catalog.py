@@ -974,3 +974,115 @@ def test_validate_document_name_is_exported_for_the_api() -> None:
     with pytest.raises(BadName) as info:
         validate_document_name("home/../etc/passwd")
     assert info.value.code == "bad_name"
+
+
+# -- restoring from the nodes (docs/spec/catalog.md, "Restoring the catalog from the nodes") --
+
+
+def test_restore_into_an_empty_catalog_creates_a_locked_account(
+    backend: Backend, catalog: Catalog
+) -> None:
+    fields = receipt_fields(b"kept by the nodes")
+    result = catalog.restore_version("Alice", "wills/2026.pdf", 3, **fields)
+    assert (result.restored, result.account_created) == (True, True)
+    record = catalog.get_version("alice", "wills/2026.pdf")
+    assert record == VersionRecord(
+        owner="alice",
+        name="wills/2026.pdf",
+        version=3,
+        state="stored",
+        completed_at=T0,
+        encrypted=False,
+        key_wrap=None,
+        deleted_at=None,
+        **fields,
+    )
+    assert catalog.get_user("alice").name == "restored account"
+    # Nobody logs in to it, not even with an empty guess, and nobody can register its id.
+    for guess in (PASSWORD, "", "!locked"):
+        with pytest.raises(AuthFailed):
+            catalog.authenticate("alice", guess)
+    with pytest.raises(UserExists):
+        catalog.create_user("alice", PASSWORD, "Mallory", "")
+    login = catalog.recent_audit(1)[0]
+    assert (login.action, login.outcome, login.details["reason"]) == (
+        "login",
+        "denied",
+        "account locked",
+    )
+    # New deposits take numbers after the restored one (the nodes hold version 3).
+    assert catalog.begin_deposit("alice", "wills/2026.pdf") == 4
+    actions = [a.action for a in catalog.recent_audit(10)]
+    assert actions.index("version_restore") < actions.index("user_restore")
+
+
+def test_restore_never_changes_what_the_catalog_has(backend: Backend, catalog: Catalog) -> None:
+    make_user(catalog)
+    stored = deposit(catalog, "alice", "doc", b"v1")
+    deposit(catalog, "alice", "doc", b"v2")
+    catalog.mark_deleted("alice", "doc", 2)
+    pending = catalog.begin_deposit("alice", "doc")
+    before = all_rows(catalog)
+    for version in (1, 2, pending):
+        result = catalog.restore_version("alice", "doc", version, **receipt_fields(b"other"))
+        assert (result.restored, result.account_created) == (False, False)
+    assert all_rows(catalog) == before
+    assert catalog.get_version("alice", "doc", 1) == stored
+    assert catalog.authenticate("alice", PASSWORD) == "alice"  # the real account is untouched
+
+
+def test_restore_raises_next_version_only_upwards(catalog: Catalog) -> None:
+    make_user(catalog)
+    for _ in range(5):
+        deposit(catalog, "alice", "doc")
+    assert catalog.restore_version("alice", "doc", 9, **receipt_fields(b"9")).restored
+    assert catalog.begin_deposit("alice", "doc") == 10
+    # a gap below the counter (a version the catalog lost) comes back without lowering it
+    catalog.fail_deposit("alice", "doc", 10, "test")
+    with catalog.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM versions WHERE version = 4"))
+    assert catalog.restore_version("alice", "doc", 4, **receipt_fields(b"4")).restored
+    assert catalog.begin_deposit("alice", "doc") == 11
+    assert [v.version for v in catalog.list_versions("alice", "doc")] == [1, 2, 3, 4, 5, 9]
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ({"sha256": b"short"}, ValueError),
+        ({"m": 6}, ValueError),
+        ({"signature": b""}, ValueError),
+        ({"deposited_at": datetime(2026, 1, 1)}, ValueError),
+    ],
+)
+def test_restore_rejects_bad_receipt_fields_and_writes_nothing(
+    catalog: Catalog, override: dict[str, Any], error: type[Exception]
+) -> None:
+    before = all_rows(catalog)
+    with pytest.raises(error):
+        catalog.restore_version("alice", "doc", 1, **(receipt_fields(b"x") | override))
+    with pytest.raises(BadName):
+        catalog.restore_version("alice", "/abs", 1, **receipt_fields(b"x"))
+    assert all_rows(catalog) == before
+
+
+def test_set_password_unlocks_and_revokes_tokens(backend: Backend, catalog: Catalog) -> None:
+    catalog.restore_version("alice", "doc", 1, **receipt_fields(b"x"))
+    assert catalog.set_password("alice", "a new long password") == 0
+    assert catalog.authenticate("alice", "a new long password") == "alice"
+    make_user(catalog, "bob")
+    tokens_of_bob = [catalog.issue_token("bob", 3600) for _ in range(2)]
+    catalog.revoke_token(tokens_of_bob[0])
+    assert catalog.set_password("BOB", "another long password") == 1
+    for token in tokens_of_bob:
+        with pytest.raises(AuthFailed):
+            catalog.resolve_token(token)
+    with pytest.raises(AuthFailed):
+        catalog.authenticate("bob", PASSWORD)
+    assert catalog.authenticate("bob", "another long password") == "bob"
+    last = catalog.recent_audit(3)
+    assert any(a.action == "password_set" and a.details == {"tokens_revoked": 1} for a in last)
+    with pytest.raises(BadPassword):
+        catalog.set_password("bob", "short")
+    with pytest.raises(NotFound):
+        catalog.set_password("carol", "a long enough password")

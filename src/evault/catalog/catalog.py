@@ -63,6 +63,7 @@ from evault.catalog.records import (
     AuditRecord,
     DocumentSummary,
     PendingVersion,
+    RestoreResult,
     TokenKind,
     TokenLookup,
     UserRecord,
@@ -97,6 +98,11 @@ MAX_AUDIT_DETAILS_BYTES: Final = 64 * 1024
 MAX_AUDIT_LIMIT: Final = 10_000
 AUDIT_OUTCOMES: Final = ("ok", "denied", "failed")
 TOKEN_AUTH_MESSAGE: Final = "token is invalid, expired or revoked"
+#: The password hash of a *locked* account (one restored from the nodes): no Argon2 PHC string
+#: starts with "!", so it never verifies; ``set_password`` unlocks the account.
+LOCKED_PREFIX: Final = "!"
+LOCKED_PASSWORD_HASH: Final = "!locked: restored from the nodes; evault admin set-password"
+RESTORED_ACCOUNT_NAME: Final = "restored account"
 
 _ACTION = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 _CODEC_ID = re.compile(r"[!-~]{1,64}")  # printable ASCII without space, as in statements
@@ -385,8 +391,8 @@ class Catalog:
         ok = False
         new_hash: str | None = None
         if len(password) <= MAX_PASSWORD_CHARS:
-            if stored is None:
-                self._verify_dummy(password)
+            if stored is None or stored.startswith(LOCKED_PREFIX):
+                self._verify_dummy(password)  # the same work as for a real account
             else:
                 try:
                     ok = self._hasher.verify(stored, password)
@@ -409,6 +415,8 @@ class Catalog:
                 details["reason"] = "unknown user id"
                 if uid is not None:
                     details["attempted_user_id"] = uid
+            elif stored.startswith(LOCKED_PREFIX):
+                details["reason"] = "account locked"
             elif not ok:
                 details["reason"] = "wrong password"
             self._write_audit(
@@ -432,6 +440,37 @@ class Catalog:
             dummy = self._dummy_hash
         with contextlib.suppress(VerificationError):
             self._hasher.verify(dummy, password)
+
+    def set_password(self, user_id: str, password: str) -> int:
+        """Give ``user_id`` a new password (an operator's act: a locked account restored from
+        the nodes gets its first one) and revoke every live token of the user; returns how
+        many were revoked.  ``NotFound`` if there is no such user, ``BadPassword``."""
+        uid = canonical_user_id(user_id)
+        _check_new_password(password)
+        password_hash = self._hasher.hash(password)  # slow: before taking a connection
+        now = self._now()
+
+        def work(conn: sa.Connection) -> int:
+            updated = conn.execute(
+                sa.update(users)
+                .where(users.c.user_id == uid)
+                .values(password_hash=password_hash)
+                .returning(users.c.user_id)
+            ).first()
+            if updated is None:
+                raise NotFound("user", f"no user {uid!r}", user_id=uid)
+            revoked = conn.execute(
+                sa.update(tokens)
+                .where(tokens.c.user_id == uid, tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+                .returning(tokens.c.token_hash)
+            ).all()
+            self._write_audit(
+                conn, now, "password_set", user_id=uid, details={"tokens_revoked": len(revoked)}
+            )
+            return len(revoked)
+
+        return self._run(work, write=True)
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -648,24 +687,20 @@ class Catalog:
         uid = canonical_user_id(owner)
         validate_document_name(name)
         _check_int("version", version, low=1)
-        _check_int("size", size, low=0)
-        _check_int("n", n, low=1, high=255)
-        _check_int("m", m, low=1, high=n)
-        _check_int("segment_bytes", segment_bytes, low=1, high=2**31 - 1)
-        digest = _exact_bytes("sha256", sha256, 32)
-        fv_digest = _exact_bytes("fv_hash", fv_hash, 32)
-        if not isinstance(codec_id, str) or _CODEC_ID.fullmatch(codec_id) is None:
-            raise ValueError(
-                f"codec_id: expected 1-64 printable ASCII characters, got {codec_id!r}"
-            )
-        statement_bytes = _bounded_bytes("statement", statement, MAX_STATEMENT_BYTES)
-        signature_bytes = _bounded_bytes("signature", signature, MAX_SIGNATURE_BYTES)
-        _check_instant("deposited_at", deposited_at)
-        if not isinstance(encrypted, bool):
-            raise TypeError(f"encrypted: expected bool, got {type(encrypted).__name__}")
-        wrap = _optional_bytes("key_wrap", key_wrap, limit=MAX_KEY_WRAP_BYTES)
-        if wrap is not None and not encrypted:
-            raise ValueError("key_wrap: only an encrypted version has a key wrap")
+        receipt = _receipt_columns(
+            size=size,
+            sha256=sha256,
+            fv_hash=fv_hash,
+            codec_id=codec_id,
+            m=m,
+            n=n,
+            segment_bytes=segment_bytes,
+            statement=statement,
+            signature=signature,
+            deposited_at=deposited_at,
+            encrypted=encrypted,
+            key_wrap=key_wrap,
+        )
         now = self._now()
 
         def work(conn: sa.Connection) -> VersionRecord:
@@ -675,22 +710,7 @@ class Catalog:
             conn.execute(
                 sa.update(versions)
                 .where(versions.c.document_id == document_id, versions.c.version == version)
-                .values(
-                    state="stored",
-                    size=size,
-                    sha256=digest,
-                    fv_hash=fv_digest,
-                    codec_id=codec_id,
-                    m=m,
-                    n=n,
-                    segment_bytes=segment_bytes,
-                    statement=statement_bytes,
-                    signature=signature_bytes,
-                    deposited_at=deposited_at,
-                    completed_at=now,
-                    encrypted=encrypted,
-                    key_wrap=wrap,
-                )
+                .values(state="stored", completed_at=now, **receipt)
             )
             self._write_audit(
                 conn,
@@ -699,7 +719,7 @@ class Catalog:
                 user_id=uid,
                 name=name,
                 version=version,
-                details={"size": size, "sha256": digest.hex()},
+                details={"size": size, "sha256": receipt["sha256"].hex()},
             )
             return _fetch_version(conn, uid, name, version, state="stored")
 
@@ -740,6 +760,110 @@ class Catalog:
             )
 
         self._run(work, write=True)
+
+    def restore_version(
+        self,
+        owner: str,
+        name: str,
+        version: int,
+        *,
+        size: int,
+        sha256: bytes,
+        fv_hash: bytes,
+        codec_id: str,
+        m: int,
+        n: int,
+        segment_bytes: int,
+        statement: bytes,
+        signature: bytes,
+        deposited_at: datetime,
+        encrypted: bool = False,
+    ) -> RestoreResult:
+        """Put back a stored version the nodes hold and the catalog lacks (docs/spec/catalog.md,
+        "Restoring the catalog from the nodes"); the caller has checked its receipt.
+
+        One transaction: the owner's account if missing, created *locked* (no password until
+        :meth:`set_password`); the document row if missing; ``next_version`` raised above
+        ``version``; the version as stored.  A version the catalog has in any state is left
+        as it is (``restored`` False): a restore never changes what the catalog knows.
+        """
+        uid = canonical_user_id(owner)
+        validate_document_name(name)
+        _check_int("version", version, low=1)
+        receipt = _receipt_columns(
+            size=size,
+            sha256=sha256,
+            fv_hash=fv_hash,
+            codec_id=codec_id,
+            m=m,
+            n=n,
+            segment_bytes=segment_bytes,
+            statement=statement,
+            signature=signature,
+            deposited_at=deposited_at,
+            encrypted=encrypted,
+            key_wrap=None,
+        )
+        now = self._now()
+
+        def work(conn: sa.Connection) -> RestoreResult:
+            account = conn.execute(
+                self._insert(users)
+                .values(
+                    user_id=uid,
+                    name=RESTORED_ACCOUNT_NAME,
+                    contact="",
+                    password_hash=LOCKED_PASSWORD_HASH,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing()
+                .returning(users.c.user_id)
+            ).first()
+            if account is not None:
+                self._write_audit(conn, now, "user_restore", user_id=uid)
+            conn.execute(
+                self._insert(documents)
+                .values(owner=uid, name=name, next_version=version + 1, created_at=now)
+                .on_conflict_do_nothing()
+            )
+            # Locks the document row (as begin_deposit does) before looking at its versions.
+            document_id = conn.execute(
+                sa.update(documents)
+                .where(documents.c.owner == uid, documents.c.name == name)
+                .values(
+                    next_version=sa.case(
+                        (documents.c.next_version > version, documents.c.next_version),
+                        else_=version + 1,
+                    )
+                )
+                .returning(documents.c.document_id)
+            ).scalar_one()
+            inserted = conn.execute(
+                self._insert(versions)
+                .values(
+                    document_id=document_id,
+                    version=version,
+                    state="stored",
+                    began_at=now,
+                    completed_at=now,
+                    **receipt,
+                )
+                .on_conflict_do_nothing()
+                .returning(versions.c.version)
+            ).first()
+            if inserted is not None:
+                self._write_audit(
+                    conn,
+                    now,
+                    "version_restore",
+                    user_id=uid,
+                    name=name,
+                    version=version,
+                    details={"size": size, "sha256": receipt["sha256"].hex()},
+                )
+            return RestoreResult(restored=inserted is not None, account_created=account is not None)
+
+        return self._run(work, write=True)
 
     def pending_versions(self, older_than: datetime | timedelta) -> list[PendingVersion]:
         """Deposits begun before ``older_than`` (an instant, or an age relative to now) that
@@ -1084,6 +1208,50 @@ def _details_json(details: Mapping[str, Any] | None) -> str:
 def _parse_details(text: str) -> dict[str, Any]:
     value = json.loads(text)
     return value if isinstance(value, dict) else {"value": value}
+
+
+def _receipt_columns(
+    *,
+    size: int,
+    sha256: bytes,
+    fv_hash: bytes,
+    codec_id: str,
+    m: int,
+    n: int,
+    segment_bytes: int,
+    statement: bytes,
+    signature: bytes,
+    deposited_at: datetime,
+    encrypted: bool,
+    key_wrap: bytes | None,
+) -> dict[str, Any]:
+    """The ``versions`` columns of a stored version's receipt, each checked."""
+    _check_int("size", size, low=0)
+    _check_int("n", n, low=1, high=255)
+    _check_int("m", m, low=1, high=n)
+    _check_int("segment_bytes", segment_bytes, low=1, high=2**31 - 1)
+    if not isinstance(codec_id, str) or _CODEC_ID.fullmatch(codec_id) is None:
+        raise ValueError(f"codec_id: expected 1-64 printable ASCII characters, got {codec_id!r}")
+    _check_instant("deposited_at", deposited_at)
+    if not isinstance(encrypted, bool):
+        raise TypeError(f"encrypted: expected bool, got {type(encrypted).__name__}")
+    wrap = _optional_bytes("key_wrap", key_wrap, limit=MAX_KEY_WRAP_BYTES)
+    if wrap is not None and not encrypted:
+        raise ValueError("key_wrap: only an encrypted version has a key wrap")
+    return {
+        "size": size,
+        "sha256": _exact_bytes("sha256", sha256, 32),
+        "fv_hash": _exact_bytes("fv_hash", fv_hash, 32),
+        "codec_id": codec_id,
+        "m": m,
+        "n": n,
+        "segment_bytes": segment_bytes,
+        "statement": _bounded_bytes("statement", statement, MAX_STATEMENT_BYTES),
+        "signature": _bounded_bytes("signature", signature, MAX_SIGNATURE_BYTES),
+        "deposited_at": deposited_at,
+        "encrypted": encrypted,
+        "key_wrap": wrap,
+    }
 
 
 def _check_new_password(password: str) -> None:

@@ -62,6 +62,15 @@ class PendingVersion:
 
 
 @dataclass(frozen=True)
+class RestoreResult:
+    """What ``Catalog.restore_version`` did: put the version back (False: the catalog already
+    had it), and created its owner's account, locked."""
+
+    restored: bool
+    account_created: bool
+
+
+@dataclass(frozen=True)
 class TokenLookup:
     """A live token's owner; ``stale``: its last use was recorded too long ago (refresh it)."""
 
