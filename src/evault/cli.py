@@ -271,5 +271,67 @@ def gateway_command(config_path: Path, port: int | None) -> None:
     run_gateway(config_path, port)
 
 
+# --- admin: the operator's commands on a gateway's catalog (src/evault/gateway/admin.py) -----
+
+_GATEWAY_CONFIG = click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The gateway's gateway.toml, as written by `evault init`.",
+)
+
+
+@main.group(cls=_Group)
+def admin() -> None:
+    """The operator's commands on a gateway's catalog (safe beside a running gateway)."""
+
+
+@admin.command("restore-catalog")
+@_GATEWAY_CONFIG
+@click.option("--dry-run", is_flag=True, help="Check every receipt, write nothing.")
+@click.option("--json", "json_output", is_flag=True, help="End with one JSON report line.")
+def restore_catalog_command(config_path: Path, dry_run: bool, json_output: bool) -> None:
+    """Put back into the catalog every version the nodes hold with a valid receipt.
+
+    For a lost catalog, or one brought back from an older backup: nothing the catalog has is
+    changed.  Owners without an account get one, locked until `evault admin set-password`.
+    Exit status 1 if a version could not be restored or a node could not be listed.
+    """
+    from rich.console import Console
+
+    from evault.gateway import admin as gateway_admin
+
+    console = Console(stderr=True)
+    report = gateway_admin.restore(config_path, dry_run=dry_run, console=console)
+    gateway_admin.print_report(report, Console())
+    if json_output:
+        click.echo(gateway_admin.report_json(report))
+    if report.not_restored or report.unlisted:
+        click.echo(
+            f"evault: {len(report.not_restored)} version(s) not restored, "
+            f"{len(report.unlisted)} node(s) not listed (see above)",
+            err=True,
+        )
+        sys.exit(1)
+
+
+@admin.command("set-password")
+@_GATEWAY_CONFIG
+@click.argument("user_id")
+@click.option("--password-stdin", is_flag=True, help="Read the password as one line from stdin.")
+def set_password_command(config_path: Path, user_id: str, password_stdin: bool) -> None:
+    """Give USER_ID a new password and revoke all its tokens (a restored account starts
+    locked: this unlocks it).  Hand the password to its owner over a channel they trust."""
+    from evault.gateway import admin as gateway_admin
+
+    if password_stdin:
+        password = gateway_admin.read_password_line(sys.stdin)
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    revoked = gateway_admin.set_password(config_path, user_id, password)
+    click.echo(f"password of {user_id.lower()} set; {revoked} token(s) revoked")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

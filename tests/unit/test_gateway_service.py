@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from evault.catalog.records import PendingVersion, VersionRecord
+from evault.catalog.records import PendingVersion, RestoreResult, VersionRecord
 from evault.config import ClusterParams
 from evault.errors import (
     BadRequestLength,
@@ -126,6 +126,8 @@ class FakeCatalog:
         self.next: dict[tuple[str, str], int] = {}
         self.audits: list[tuple[str, dict[str, Any]]] = []
         self.calls: list[str] = []
+        #: owners with an account (restore_version creates the missing ones)
+        self.accounts: set[str] = {"alice"}
 
     def begin_deposit(self, owner: str, name: str) -> int:
         self.calls.append("begin")
@@ -194,6 +196,16 @@ class FakeCatalog:
             for (o, n, v), row in self.versions.items()
             if row["state"] == "pending"
         ]
+
+    def restore_version(self, owner: str, name: str, version: int, **fields: Any) -> RestoreResult:
+        self.calls.append("restore")
+        if (owner, name, version) in self.versions:
+            return RestoreResult(restored=False, account_created=False)
+        self.versions[(owner, name, version)] = {"state": "stored", "began_at": NOW, **fields}
+        self.next[(owner, name)] = max(self.next.get((owner, name), 1), version + 1)
+        created = owner not in self.accounts
+        self.accounts.add(owner)
+        return RestoreResult(restored=True, account_created=created)
 
     def audit(self, action: str, **kwargs: Any) -> None:
         self.audits.append((action, kwargs))

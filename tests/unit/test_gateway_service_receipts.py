@@ -209,3 +209,30 @@ def test_too_few_proven_shares_fail_the_deposit(paper_key_2048: VaultKey) -> Non
     assert set(info.value.failed) == {2}
     assert "proof of correctness" in info.value.failed[2]
     assert h.catalog.state("alice", "refused.bin", 1) == "failed"
+
+
+def test_restored_receipt_is_the_deposits_byte_for_byte(vault_key_2048: VaultKey) -> None:
+    """A catalog restore (evault.gateway.restore) rebuilds each receipt from the nodes' shares
+    with their proofs: a node's bad share is named and left out, and the result is the
+    signature the depositor got (the PSS salt comes from the statement)."""
+    from evault.gateway.restore import RestoreReport, restore_catalog
+
+    h = real_harness(vault_key_2048, 5, 3, 4)
+    outcome = h.deposit(document(2500))
+    h.catalog = FakeCatalog()
+    h.nodes[4].faults.bad_share = True
+
+    async def go(service: VaultService) -> RestoreReport:
+        return await restore_catalog(service)
+
+    report: RestoreReport = h.run(go)
+    row = h.catalog.versions[("alice", "doc.bin", 1)]
+    assert [v.version for v in report.restored] == [1]
+    assert row["statement"] == outcome.statement and row["signature"] == outcome.signature
+    assert pss_verifies(vault_key_2048, row["statement"], row["signature"])
+    # Two bad shares leave 3 of the 4 needed: nothing is restored, and the report says so.
+    h.catalog = FakeCatalog()
+    h.nodes[1].faults.bad_share = True
+    report = h.run(go)
+    assert h.catalog.versions == {}
+    assert "only 3 valid signature shares of 4" in report.not_restored[0].reason

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
 
 from evault.catalog.names import canonical_user_id
-from evault.catalog.records import PendingVersion, VersionRecord
+from evault.catalog.records import PendingVersion, RestoreResult, VersionRecord
 from evault.config import ClusterParams, GatewayConfig
 from evault.errors import (
     BadNodeAnswer,
@@ -104,6 +104,25 @@ class CatalogPort(Protocol):
 
     def pending_versions(self, older_than: datetime | timedelta) -> list[PendingVersion]: ...
 
+    def restore_version(
+        self,
+        owner: str,
+        name: str,
+        version: int,
+        *,
+        size: int,
+        sha256: bytes,
+        fv_hash: bytes,
+        codec_id: str,
+        m: int,
+        n: int,
+        segment_bytes: int,
+        statement: bytes,
+        signature: bytes,
+        deposited_at: datetime,
+        encrypted: bool = False,
+    ) -> RestoreResult: ...
+
     def version_state(self, owner: str, name: str, version: int) -> str | None: ...
 
     def audit(
@@ -171,6 +190,26 @@ SWEPT_STATES: Final = frozenset({"deleted", "failed"})
 
 
 # --- the service ---------------------------------------------------------------------------
+
+
+async def walk_listing(client: NodeClient) -> AsyncIterator[tuple[str, bytes]]:
+    """Every (object id, statement) a node lists, page after page to the end of its listing
+    (each page is checked to move forward, ``ObjectListing``); ``BadNodeAnswer`` once it
+    lists more than ``SWEEP_MAX_OBJECTS``, so a lying node cannot keep a walk going forever."""
+    seen = 0
+    after: str | None = None
+    while True:
+        page = await client.list_objects(after, SWEEP_PAGE_OBJECTS)
+        for item in page.objects:
+            seen += 1
+            yield item
+        if page.next_after is None:
+            return
+        if seen >= SWEEP_MAX_OBJECTS:
+            raise BadNodeAnswer(
+                client.index, "list", f"lists more than {SWEEP_MAX_OBJECTS} objects"
+            )
+        after = page.next_after
 
 
 @functools.lru_cache(maxsize=PARSED_STATEMENTS)
@@ -496,22 +535,13 @@ class VaultService:
     async def _sweep_node(self, client: NodeClient) -> tuple[list[str], int]:
         swept: list[str] = []
         seen = 0
-        after: str | None = None
-        while True:
-            page = await client.list_objects(after, SWEEP_PAGE_OBJECTS)
-            for oid, statement in page.objects:
-                seen += 1
-                if await self._is_orphan(client.index, oid, statement):
-                    await client.delete(oid)
-                    swept.append(oid)
-                    log.info("node %d: swept object %s (its version is gone)", client.index, oid)
-            if page.next_after is None:
-                return swept, seen
-            if seen >= SWEEP_MAX_OBJECTS:
-                raise BadNodeAnswer(
-                    client.index, "list", f"lists more than {SWEEP_MAX_OBJECTS} objects"
-                )
-            after = page.next_after
+        async for oid, statement in walk_listing(client):
+            seen += 1
+            if await self._is_orphan(client.index, oid, statement):
+                await client.delete(oid)
+                swept.append(oid)
+                log.info("node %d: swept object %s (its version is gone)", client.index, oid)
+        return swept, seen
 
     async def _is_orphan(self, node: int, oid: str, statement: bytes) -> bool:
         try:

@@ -1,0 +1,317 @@
+"""Restoring the catalog from the nodes (DESIGN §8: the nodes are the source of truth).
+
+The protocol is specified in ``docs/spec/catalog.md``, "Restoring the catalog from the nodes";
+in short:
+
+1. walk every node's listing (the sweep's walk) and keep the objects whose statement names
+   this vault and that very object id;
+2. leave alone every version the catalog has, in any state;
+3. for each other object id, try the statements the nodes hold for it, the most widely held
+   first: at least max(k, m) nodes must hold it, k of them must give a valid signature share
+   (``GET .../share``, with its proof), and the combined signature must verify under the
+   vault's key — the receipt the depositor got, byte for byte (the PSS salt comes from the
+   statement);
+4. write the version back with ``Catalog.restore_version`` (its owner's account, if missing,
+   created locked).
+
+It never changes or removes a catalog row, so it may run beside serving gateways and twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from evault.errors import EvaultError, InvalidSignature, NotEnoughShares
+from evault.gateway.fanout import describe_failure, each_node
+from evault.gateway.service import VaultService, walk_listing
+from evault.protocol.node_api import WireShare, object_id
+from evault.protocol.statement import Statement
+from evault.transport.nodes import NodeClient
+
+log = logging.getLogger("evault.gateway.restore")
+
+#: Object ids whose receipts are rebuilt at once (each asks k nodes for a share and its proof).
+RESTORE_CONCURRENCY: Final = 4
+
+
+@dataclass(frozen=True)
+class RestoredVersion:
+    owner: str
+    name: str
+    version: int
+    size: int
+    sha256: str
+    #: its owner's account was created by this restore, locked
+    account_created: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "name": self.name,
+            "version": self.version,
+            "size": self.size,
+            "sha256": self.sha256,
+            "account_created": self.account_created,
+        }
+
+
+@dataclass(frozen=True)
+class NotRestored:
+    object_id: str
+    owner: str
+    name: str
+    version: int
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "object_id": self.object_id,
+            "owner": self.owner,
+            "name": self.name,
+            "version": self.version,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class RestoreReport:
+    """What a restore found and did (with ``dry_run``, what it would have written)."""
+
+    dry_run: bool
+    #: node → objects its listing gave
+    listed: dict[int, int] = field(default_factory=dict)
+    #: node → why its listing stopped before the end
+    unlisted: dict[int, str] = field(default_factory=dict)
+    #: listed objects whose statement does not fit (another vault or object id, unreadable)
+    ignored: int = 0
+    #: versions the catalog already had (any state)
+    known: int = 0
+    restored: list[RestoredVersion] = field(default_factory=list)
+    not_restored: list[NotRestored] = field(default_factory=list)
+
+    @property
+    def accounts_created(self) -> list[str]:
+        return sorted({v.owner for v in self.restored if v.account_created})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "listed": {str(node): count for node, count in sorted(self.listed.items())},
+            "unlisted": {str(node): why for node, why in sorted(self.unlisted.items())},
+            "ignored": self.ignored,
+            "known": self.known,
+            "restored": [v.to_json() for v in self.restored],
+            "not_restored": [v.to_json() for v in self.not_restored],
+            "accounts_created": self.accounts_created,
+        }
+
+
+#: Called with (node, objects listed so far by it) as listings arrive, and with (versions
+#: checked, versions to check) as receipts are rebuilt.
+ListedCallback = Callable[[int, int], None]
+CheckedCallback = Callable[[int, int], None]
+
+
+@dataclass
+class _Candidate:
+    """One object id: the statements nodes hold for it, each with its holders."""
+
+    oid: str
+    statement: Statement  # the first fitting one listed, for owner/name/version
+    holders: dict[bytes, set[int]] = field(default_factory=dict)
+
+    def by_support(self) -> list[tuple[bytes, set[int]]]:
+        """The statements, the most widely held first (ties: by their bytes, for a fixed order)."""
+        return sorted(self.holders.items(), key=lambda item: (-len(item[1]), item[0]))
+
+
+async def restore_catalog(
+    service: VaultService,
+    *,
+    dry_run: bool = False,
+    concurrency: int = RESTORE_CONCURRENCY,
+    on_listed: ListedCallback | None = None,
+    on_checked: CheckedCallback | None = None,
+) -> RestoreReport:
+    """Put back into the service's catalog the versions the nodes hold with a valid receipt
+    and the catalog lacks (see the module text); ``dry_run`` writes nothing."""
+    if concurrency < 1:
+        raise ValueError("concurrency: must be >= 1")
+    report = RestoreReport(dry_run=dry_run)
+    candidates = await _list_everything(service, report, on_listed)
+    total = len(candidates)
+    done = 0
+    gate = asyncio.Semaphore(concurrency)
+
+    async def check(candidate: _Candidate) -> None:
+        nonlocal done
+        async with gate:
+            await _restore_one(service, candidate, report)
+        done += 1
+        if on_checked is not None:
+            on_checked(done, total)
+
+    if on_checked is not None:
+        on_checked(0, total)
+    await asyncio.gather(*(check(candidates[oid]) for oid in sorted(candidates)))
+    report.restored.sort(key=lambda v: (v.owner, v.name, v.version))
+    report.not_restored.sort(key=lambda v: (v.owner, v.name, v.version, v.object_id))
+    return report
+
+
+async def _list_everything(
+    service: VaultService, report: RestoreReport, on_listed: ListedCallback | None
+) -> dict[str, _Candidate]:
+    """Every node's listing, grouped by object id; objects that do not fit are counted."""
+    candidates: dict[str, _Candidate] = {}
+
+    async def walk(client: NodeClient) -> None:
+        node = client.index
+        report.listed[node] = 0
+        try:
+            async for oid, statement in walk_listing(client):
+                report.listed[node] += 1
+                if on_listed is not None:
+                    on_listed(node, report.listed[node])
+                parsed = _fitting(service.vault, oid, statement)
+                if parsed is None:
+                    report.ignored += 1
+                    continue
+                candidate = candidates.setdefault(oid, _Candidate(oid, parsed))
+                candidate.holders.setdefault(statement, set()).add(node)
+        except EvaultError as exc:
+            report.unlisted[node] = describe_failure(exc)
+            log.warning("node %d: listing stopped: %s", node, report.unlisted[node])
+
+    await asyncio.gather(*(walk(c) for c in service.clients.values()))
+    return candidates
+
+
+def _fitting(vault: str, oid: str, statement: bytes) -> Statement | None:
+    """The statement if it names this vault and this very object id, else None."""
+    try:
+        st = Statement.from_bytes(statement)
+    except EvaultError:
+        return None
+    if st.vault != vault or object_id(st.vault, st.owner, st.name, st.version) != oid:
+        return None
+    return st
+
+
+async def _restore_one(service: VaultService, candidate: _Candidate, report: RestoreReport) -> None:
+    st = candidate.statement
+    oid = candidate.oid
+
+    def refuse(reason: str) -> None:
+        report.not_restored.append(NotRestored(oid, st.owner, st.name, st.version, reason))
+        log.warning(
+            "version %d of %r (owner %s) not restored: %s", st.version, st.name, st.owner, reason
+        )
+
+    try:
+        state = await service.catalog_call(
+            service.catalog.version_state, st.owner, st.name, st.version
+        )
+    except EvaultError as exc:
+        refuse(f"the catalog: {exc}")
+        return
+    if state is not None:
+        report.known += 1
+        return
+    need = max(service.cluster.k, service.cluster.m)
+    reasons: list[str] = []
+    for statement, holders in candidate.by_support():
+        if len(holders) < need:
+            reasons.append(f"held by {_nodes(holders)}, {need} nodes needed")
+            continue
+        signature = await _receipt(service, oid, statement, holders, reasons)
+        if signature is None:
+            continue
+        if not await _write(service, statement, signature, report):
+            report.known += 1  # the catalog got it meanwhile (a deposit or another restore)
+        return
+    refuse("; ".join(reasons))
+
+
+async def _receipt(
+    service: VaultService, oid: str, statement: bytes, holders: set[int], reasons: list[str]
+) -> bytes | None:
+    """The vault's signature over ``statement`` from its holders' shares, or None (and why in
+    ``reasons``)."""
+    clients = {node: service.clients[node] for node in holders}
+    answers = await each_node(clients, lambda c: c.share(oid), service.node_timeout_s)
+    shares: list[WireShare] = [a for a in answers.values() if isinstance(a, WireShare)]
+    silent = {
+        node: describe_failure(a) for node, a in answers.items() if isinstance(a, BaseException)
+    }
+    try:
+        signature, bad = await asyncio.to_thread(service.combiner.combine, statement, shares)
+        await asyncio.to_thread(service.combiner.verify, statement, signature)
+    except NotEnoughShares as exc:
+        why = {**silent, **exc.bad}
+        reasons.append(
+            f"only {exc.have} valid signature shares of {exc.need}"
+            + (f" ({_reasons(why)})" if why else "")
+        )
+        return None
+    except InvalidSignature as exc:
+        reasons.append(f"the combined signature does not verify: {exc}")
+        return None
+    if bad:
+        log.warning("restore of %s: bad signature shares: %s", oid, _reasons(bad))
+    return signature
+
+
+async def _write(
+    service: VaultService, statement: bytes, signature: bytes, report: RestoreReport
+) -> bool:
+    """Write the version back (unless a dry run); False if the catalog had it meanwhile."""
+    st = Statement.from_bytes(statement)
+    created = False
+    if not report.dry_run:
+        result = await service.catalog_call(
+            service.catalog.restore_version,
+            st.owner,
+            st.name,
+            st.version,
+            size=st.size,
+            sha256=bytes.fromhex(st.sha256),
+            fv_hash=bytes.fromhex(st.fv_hash),
+            codec_id=st.codec,
+            m=st.m,
+            n=st.n,
+            segment_bytes=st.segment_bytes,
+            statement=statement,
+            signature=signature,
+            deposited_at=st.deposited_at_datetime,
+            encrypted=st.encrypted,
+        )
+        if not result.restored:
+            return False
+        created = result.account_created
+    report.restored.append(
+        RestoredVersion(st.owner, st.name, st.version, st.size, st.sha256, created)
+    )
+    log.info("restored version %d of %r (owner %s)", st.version, st.name, st.owner)
+    return True
+
+
+def _nodes(nodes: set[int]) -> str:
+    listed = ", ".join(str(n) for n in sorted(nodes))
+    return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} ({listed})"
+
+
+def _reasons(why: Mapping[int, str]) -> str:
+    return "; ".join(f"node {node}: {reason}" for node, reason in sorted(why.items()))
+
+
+__all__ = [
+    "NotRestored",
+    "RestoreReport",
+    "RestoredVersion",
+    "restore_catalog",
+]
