@@ -11,8 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from evault.errors import BadName, CatalogError
 from evault.gateway.restore import RestoreReport, restore_catalog
 from evault.gateway.service import VaultService
 from evault.protocol.node_api import object_id
@@ -156,14 +158,88 @@ def test_a_node_whose_listing_fails_is_named_and_the_others_suffice() -> None:
     deposited(h)
     h.nodes[3].faults.down = True
     ticks: list[tuple[int, int]] = []
-    checked: list[tuple[int, int]] = []
-    report = restore(
-        h, on_listed=lambda *a: ticks.append(a), on_checked=lambda *a: checked.append(a)
-    )
+    checked: list[int] = []
+    report = restore(h, on_listed=lambda *a: ticks.append(a), on_checked=checked.append)
     assert set(report.unlisted) == {3} and "connect" in report.unlisted[3]
     assert len(report.restored) == 4  # 4 holders are enough for k = 4
     assert {node for node, _ in ticks} == {1, 2, 4, 5} and (1, 4) in ticks
-    assert checked[0] == (0, 4) and checked[-1] == (4, 4)
+    assert checked == [1, 2, 3, 4]
+
+
+def test_listings_are_merged_page_by_page_and_restored_as_they_come(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each object id is checked once every node has listed past it: restores begin before
+    the listings end, and nodes holding different objects, or failing half-way, are merged."""
+    monkeypatch.setattr("evault.gateway.service.SWEEP_PAGE_OBJECTS", 2)
+    h = Harness(cluster())
+    datas = {f"d{i}.bin": document(10 + i) for i in range(7)}
+    for name, data in datas.items():
+        h.deposit(data, name=name)
+    oids = sorted(h.nodes[1].objects)
+    del h.nodes[2].objects[oids[0]]  # node 2 lacks the first object, node 4 the last
+    del h.nodes[4].objects[oids[-1]]
+    h.catalog = FakeCatalog()
+
+    real_listing = h.nodes[5]._listing
+
+    def failing_listing(after: str | None, limit: int) -> httpx.Response:
+        if after is not None and after >= oids[3]:
+            raise httpx.ReadError("connection reset by peer")
+        return real_listing(after, limit)
+
+    h.nodes[5]._listing = failing_listing  # type: ignore[method-assign]
+    pages_at_first_restore: list[int] = []
+    restore_version = h.catalog.restore_version
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        if not pages_at_first_restore:
+            pages_at_first_restore.append(
+                sum(1 for _, path, _ in h.nodes[1].log if path == "/v1/objects")
+            )
+        return restore_version(*args, **kwargs)
+
+    h.catalog.restore_version = recording  # type: ignore[method-assign]
+    report = restore(h)
+    assert report.listed == {1: 7, 2: 6, 3: 7, 4: 6, 5: 4}
+    assert set(report.unlisted) == {5} and "connection reset" in report.unlisted[5]
+    name_of = {object_id(VAULT, "alice", name, 1): name for name in datas}
+    # The last object: node 4 lacks it and node 5 stopped listing before it, 3 holders remain.
+    last = name_of[oids[-1]]
+    assert sorted(v.name for v in report.restored) == sorted(set(datas) - {last})
+    assert [(v.name, v.reason) for v in report.not_restored] == [
+        (last, "held by 3 nodes (1, 2, 3), 4 nodes needed")
+    ]
+    assert pages_at_first_restore and pages_at_first_restore[0] < 4  # 4 pages list 7 objects
+    assert sorted(h.catalog.versions) == sorted(("alice", n, 1) for n in set(datas) - {last})
+
+
+def test_a_catalog_failure_stops_the_restore_with_that_error() -> None:
+    h = Harness(cluster())
+    deposited(h)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise CatalogError("catalog database error (sqlite): disk I/O error")
+
+    h.catalog.restore_version = broken  # type: ignore[method-assign]
+    with pytest.raises(CatalogError, match="disk I/O error"):
+        restore(h)
+    h.catalog.version_state = broken  # type: ignore[method-assign]
+    with pytest.raises(CatalogError, match="disk I/O error"):
+        restore(h)
+
+
+def test_a_statement_the_catalog_cannot_hold_is_reported() -> None:
+    h = Harness(cluster())
+    deposited(h)
+
+    def refusing(owner: str, name: str, version: int) -> str | None:
+        raise BadName("document name", "not one here", name)
+
+    h.catalog.version_state = refusing  # type: ignore[method-assign]
+    report = restore(h)
+    assert len(report.not_restored) == 4 and report.restored == []
+    assert all("the catalog refuses it" in v.reason for v in report.not_restored)
 
 
 def test_paper_setting_needs_every_node_for_a_receipt() -> None:

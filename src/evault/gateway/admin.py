@@ -44,17 +44,16 @@ def restore(config_path: str | Path, *, dry_run: bool, console: Console) -> Rest
             transient=True,
         )
         with progress:
-            listing = progress.add_task("listing the nodes' objects", total=None)
-            receipts = progress.add_task("rebuilding receipts", total=None, visible=False)
+            listing = progress.add_task("objects listed by the nodes", total=None)
+            checked = progress.add_task("object ids checked", total=None)
             listed: dict[int, int] = {}
 
             def on_listed(node: int, count: int) -> None:
                 listed[node] = count
                 progress.update(listing, completed=sum(listed.values()))
 
-            def on_checked(done: int, total: int) -> None:
-                progress.update(listing, visible=False)
-                progress.update(receipts, visible=True, completed=done, total=total)
+            def on_checked(done: int) -> None:
+                progress.update(checked, completed=done)
 
             async def go() -> RestoreReport:
                 service = VaultService(config, catalog)

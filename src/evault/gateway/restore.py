@@ -3,8 +3,9 @@
 The protocol is specified in ``docs/spec/catalog.md``, "Restoring the catalog from the nodes";
 in short:
 
-1. walk every node's listing (the sweep's walk) and keep the objects whose statement names
-   this vault and that very object id;
+1. walk every node's listing (the sweep's walk), merging them by object id as they arrive
+   (each node lists in increasing id order), and keep the objects whose statement names this
+   vault and that very object id;
 2. leave alone every version the catalog has, in any state;
 3. for each other object id, try the statements the nodes hold for it, the most widely held
    first: at least max(k, m) nodes must hold it, k of them must give a valid signature share
@@ -21,16 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from evault.errors import EvaultError, InvalidSignature, NotEnoughShares
+from evault.errors import BadName, EvaultError, InvalidSignature, NotEnoughShares
 from evault.gateway.fanout import describe_failure, each_node
 from evault.gateway.service import VaultService, walk_listing
 from evault.protocol.node_api import WireShare, object_id
 from evault.protocol.statement import Statement
-from evault.transport.nodes import NodeClient
 
 log = logging.getLogger("evault.gateway.restore")
 
@@ -110,10 +110,10 @@ class RestoreReport:
         }
 
 
-#: Called with (node, objects listed so far by it) as listings arrive, and with (versions
-#: checked, versions to check) as receipts are rebuilt.
+#: Called with (node, objects listed so far by it) as the listings arrive.
 ListedCallback = Callable[[int, int], None]
-CheckedCallback = Callable[[int, int], None]
+#: Called with the number of object ids checked so far (the total is known only at the end).
+CheckedCallback = Callable[[int], None]
 
 
 @dataclass
@@ -121,7 +121,10 @@ class _Candidate:
     """One object id: the statements nodes hold for it, each with its holders."""
 
     oid: str
-    statement: Statement  # the first fitting one listed, for owner/name/version
+    #: (owner, name, version) of the first fitting statement listed
+    owner: str
+    name: str
+    version: int
     holders: dict[bytes, set[int]] = field(default_factory=dict)
 
     def by_support(self) -> list[tuple[bytes, set[int]]]:
@@ -138,57 +141,86 @@ async def restore_catalog(
     on_checked: CheckedCallback | None = None,
 ) -> RestoreReport:
     """Put back into the service's catalog the versions the nodes hold with a valid receipt
-    and the catalog lacks (see the module text); ``dry_run`` writes nothing."""
+    and the catalog lacks (see the module text); ``dry_run`` writes nothing.
+
+    Every node lists its objects in increasing id order, so the listings are merged as they
+    arrive and each object id is checked as soon as every node has listed past it, at most
+    ``concurrency`` at once: memory stays a page per node, whatever the vault holds.  A catalog
+    failure (the database down) stops the restore with that error.
+    """
     if concurrency < 1:
         raise ValueError("concurrency: must be >= 1")
     report = RestoreReport(dry_run=dry_run)
-    candidates = await _list_everything(service, report, on_listed)
-    total = len(candidates)
-    done = 0
     gate = asyncio.Semaphore(concurrency)
+    done = 0
 
     async def check(candidate: _Candidate) -> None:
         nonlocal done
-        async with gate:
+        try:
             await _restore_one(service, candidate, report)
+        finally:
+            gate.release()
         done += 1
         if on_checked is not None:
-            on_checked(done, total)
+            on_checked(done)
 
-    if on_checked is not None:
-        on_checked(0, total)
-    await asyncio.gather(*(check(candidates[oid]) for oid in sorted(candidates)))
+    try:
+        async with asyncio.TaskGroup() as group:
+            async for candidate in _merged_listings(service, report, on_listed):
+                await gate.acquire()
+                group.create_task(check(candidate))
+    except BaseExceptionGroup as failed:  # one clear error, not a group, for the caller
+        raise failed.exceptions[0] from None
     report.restored.sort(key=lambda v: (v.owner, v.name, v.version))
     report.not_restored.sort(key=lambda v: (v.owner, v.name, v.version, v.object_id))
     return report
 
 
-async def _list_everything(
+async def _merged_listings(
     service: VaultService, report: RestoreReport, on_listed: ListedCallback | None
-) -> dict[str, _Candidate]:
-    """Every node's listing, grouped by object id; objects that do not fit are counted."""
-    candidates: dict[str, _Candidate] = {}
+) -> AsyncIterator[_Candidate]:
+    """Every object id any node lists, in increasing order, each with the statements its
+    holders list for it; objects that do not fit are counted in ``report.ignored``.  A node
+    whose listing fails drops out (``report.unlisted``) and the merge goes on without it."""
+    walks = {c.index: walk_listing(c) for c in service.clients.values()}
+    heads: dict[int, tuple[str, bytes]] = {}
+    report.listed.update({node: 0 for node in walks})
 
-    async def walk(client: NodeClient) -> None:
-        node = client.index
-        report.listed[node] = 0
+    async def advance(node: int) -> None:
+        heads.pop(node, None)
         try:
-            async for oid, statement in walk_listing(client):
-                report.listed[node] += 1
-                if on_listed is not None:
-                    on_listed(node, report.listed[node])
-                parsed = _fitting(service.vault, oid, statement)
-                if parsed is None:
-                    report.ignored += 1
-                    continue
-                candidate = candidates.setdefault(oid, _Candidate(oid, parsed))
-                candidate.holders.setdefault(statement, set()).add(node)
+            heads[node] = await anext(walks[node])
+        except StopAsyncIteration:
+            return
         except EvaultError as exc:
             report.unlisted[node] = describe_failure(exc)
             log.warning("node %d: listing stopped: %s", node, report.unlisted[node])
+            return
+        report.listed[node] += 1
+        if on_listed is not None:
+            on_listed(node, report.listed[node])
 
-    await asyncio.gather(*(walk(c) for c in service.clients.values()))
-    return candidates
+    try:
+        await asyncio.gather(*(advance(node) for node in walks))
+        while heads:
+            oid = min(head[0] for head in heads.values())
+            at = sorted(node for node, head in heads.items() if head[0] == oid)
+            candidate: _Candidate | None = None
+            for node in at:
+                statement = heads[node][1]
+                st = _fitting(service.vault, oid, statement)
+                if st is None:
+                    report.ignored += 1
+                    continue
+                if candidate is None:
+                    candidate = _Candidate(oid, st.owner, st.name, st.version)
+                candidate.holders.setdefault(statement, set()).add(node)
+            if candidate is not None:
+                yield candidate
+            await asyncio.gather(*(advance(node) for node in at))
+    finally:
+        for walk in walks.values():
+            await walk.aclose()
 
 
 def _fitting(vault: str, oid: str, statement: bytes) -> Statement | None:
@@ -203,21 +235,21 @@ def _fitting(vault: str, oid: str, statement: bytes) -> Statement | None:
 
 
 async def _restore_one(service: VaultService, candidate: _Candidate, report: RestoreReport) -> None:
-    st = candidate.statement
-    oid = candidate.oid
+    c = candidate
+    oid = c.oid
 
     def refuse(reason: str) -> None:
-        report.not_restored.append(NotRestored(oid, st.owner, st.name, st.version, reason))
+        report.not_restored.append(NotRestored(oid, c.owner, c.name, c.version, reason))
         log.warning(
-            "version %d of %r (owner %s) not restored: %s", st.version, st.name, st.owner, reason
+            "version %d of %r (owner %s) not restored: %s", c.version, c.name, c.owner, reason
         )
 
     try:
         state = await service.catalog_call(
-            service.catalog.version_state, st.owner, st.name, st.version
+            service.catalog.version_state, c.owner, c.name, c.version
         )
-    except EvaultError as exc:
-        refuse(f"the catalog: {exc}")
+    except BadName as exc:  # a statement the catalog cannot hold; any other error stops all
+        refuse(f"the catalog refuses it: {exc}")
         return
     if state is not None:
         report.known += 1

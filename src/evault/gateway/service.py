@@ -20,7 +20,7 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
@@ -192,7 +192,7 @@ SWEPT_STATES: Final = frozenset({"deleted", "failed"})
 # --- the service ---------------------------------------------------------------------------
 
 
-async def walk_listing(client: NodeClient) -> AsyncIterator[tuple[str, bytes]]:
+async def walk_listing(client: NodeClient) -> AsyncGenerator[tuple[str, bytes], None]:
     """Every (object id, statement) a node lists, page after page to the end of its listing
     (each page is checked to move forward, ``ObjectListing``); ``BadNodeAnswer`` once it
     lists more than ``SWEEP_MAX_OBJECTS``, so a lying node cannot keep a walk going forever."""
