@@ -370,25 +370,14 @@ def test_a_lost_catalog_is_restored_from_the_nodes_with_the_very_receipts(
             json={"user_id": "alice", "password": "mallory's password", "name": "M", "contact": ""},
         )
         assert r.status_code == 409
-        bad = evault_cli(
-            "admin",
-            "set-password",
-            "--config",
-            config,
-            "alice",
-            "--password-stdin",
-            stdin="short\n",
-        )
+
+        def set_password(password: str) -> subprocess.CompletedProcess[str]:
+            command = ["admin", "set-password", "--config", config, "alice", "--password-stdin"]
+            return evault_cli(*command, stdin=password + "\n")
+
+        bad = set_password("short")
         assert bad.returncode == 1 and "password" in bad.stderr
-        ok = evault_cli(
-            "admin",
-            "set-password",
-            "--config",
-            config,
-            "alice",
-            "--password-stdin",
-            stdin="the operator's new password\n",
-        )
+        ok = set_password("the operator's new password")
         assert ok.returncode == 0, ok.stderr
         token = v2.login("alice", "the operator's new password")
         auth = {"Authorization": f"Bearer {token}"}

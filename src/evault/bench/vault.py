@@ -1400,10 +1400,10 @@ def run(
     """Run the benchmark (see the module text); raises ``BenchChecksFailed`` at the end when
     any client check failed (after writing every output)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from evault.bench.loadgen import ClientPool
     from evault.bench.plots import write_plots
+    from evault.progress import task_progress
 
     plan = plan_bench(
         quick=quick, duration_s=duration_s, key_bits=key_bits, client_procs=client_procs
@@ -1421,14 +1421,7 @@ def run(
     run_root.mkdir(parents=True)
     key_bits_seen = plan.key_bits
     retry_budget = RetryBudget(plan.retry_budget_s)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = task_progress(console)
     try:
         with _sigterm_raises(), progress:
             task = progress.add_task("evault bench vault", total=plan.point_count)

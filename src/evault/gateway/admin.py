@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from evault.catalog import Catalog
 from evault.config import load_gateway_config
 from evault.gateway.restore import RestoreReport, restore_catalog
 from evault.gateway.service import VaultService
+from evault.progress import task_progress
 
 
 def restore(config_path: str | Path, *, dry_run: bool, console: Console) -> RestoreReport:
@@ -35,14 +35,7 @@ def restore(config_path: str | Path, *, dry_run: bool, console: Console) -> Rest
     catalog = Catalog(config.database_url)
     try:
         catalog.migrate()
-        progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
+        progress = task_progress(console)
         with progress:
             listing = progress.add_task("objects listed by the nodes", total=None)
             checked = progress.add_task("object ids checked", total=None)

@@ -35,6 +35,7 @@ from evault.errors import (
 from evault.gateway import planner
 from evault.ida.fingerprint import FingerprintVector
 from evault.protocol.node_api import DepositResult, Proposal, WireShare
+from evault.protocol.statement import Statement
 from evault.transport.nodes import NodeClient
 
 if TYPE_CHECKING:
@@ -80,6 +81,22 @@ async def each_node(
             raise result
         out[node] = result
     return out
+
+
+def receipt_facts(statement: Statement) -> dict[str, Any]:
+    """The facts the catalog keeps beside a receipt (``Catalog.complete_deposit`` and
+    ``restore_version`` keywords), read from the statement the receipt signs."""
+    return {
+        "size": statement.size,
+        "sha256": bytes.fromhex(statement.sha256),
+        "fv_hash": bytes.fromhex(statement.fv_hash),
+        "codec_id": statement.codec,
+        "m": statement.m,
+        "n": statement.n,
+        "segment_bytes": statement.segment_bytes,
+        "deposited_at": statement.deposited_at_datetime,
+        "encrypted": statement.encrypted,
+    }
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -272,18 +289,10 @@ class DepositAttempt:
             p.owner,
             p.name,
             p.version,
-            size=statement.size,
-            sha256=bytes.fromhex(statement.sha256),
-            fv_hash=bytes.fromhex(statement.fv_hash),
-            codec_id=statement.codec,
-            m=statement.m,
-            n=statement.n,
-            segment_bytes=statement.segment_bytes,
             statement=statement_bytes,
             signature=signature,
-            deposited_at=statement.deposited_at_datetime,
-            encrypted=statement.encrypted,
             key_wrap=key_wrap,
+            **receipt_facts(statement),
         )
         self.committed = True
         # The signers' FV hashes to the signed fv_hash (planner.check_deposit_answer): a later

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from evault.errors import BadName, EvaultError, InvalidSignature, NotEnoughShares
-from evault.gateway.fanout import describe_failure, each_node
+from evault.gateway.fanout import describe_failure, each_node, receipt_facts
 from evault.gateway.service import VaultService, walk_listing
 from evault.protocol.node_api import WireShare, object_id
 from evault.protocol.statement import Statement
@@ -310,17 +310,9 @@ async def _write(
             st.owner,
             st.name,
             st.version,
-            size=st.size,
-            sha256=bytes.fromhex(st.sha256),
-            fv_hash=bytes.fromhex(st.fv_hash),
-            codec_id=st.codec,
-            m=st.m,
-            n=st.n,
-            segment_bytes=st.segment_bytes,
             statement=statement,
             signature=signature,
-            deposited_at=st.deposited_at_datetime,
-            encrypted=st.encrypted,
+            **receipt_facts(st),
         )
         if not result.restored:
             return False
