@@ -109,6 +109,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Tests put an ``httpx.MockTransport`` here (a fake gateway); None means real HTTPS.
 TRANSPORT_FACTORY: Callable[[], httpx.BaseTransport] | None = None
 PASSWORD_ENV = "EVAULT_PASSWORD"
+NEW_PASSWORD_ENV = "EVAULT_NEW_PASSWORD"
 CONFIG_ENV = "EVAULT_CONFIG"
 #: The key passphrase that derives the identity key (never the log-in password, never sent).
 KEY_PASSPHRASE_ENV = "EVAULT_KEY_PASSPHRASE"
@@ -490,6 +491,27 @@ def login_command(user_id: str | None, config_file: Path | None) -> None:
         save_token(client.paths, StoredToken(stored_id, token, expires, gateway))
         until = f" until {expires}" if expires else ""
         click.echo(f"Logged in as {stored_id!r}{until} (token in {client.paths.token_file}).")
+
+
+@click.command("passwd")
+@_config_option
+@_local_errors
+def passwd_command(config_file: Path | None) -> None:
+    """Change your password (the current one is asked too); every token is revoked and a new
+    one kept.  The new one comes from EVAULT_NEW_PASSWORD, or a prompt."""
+    with _client(config_file) as client:
+        stored = client.token()
+        password = _password(confirm=False)
+        new_password = os.environ.get(NEW_PASSWORD_ENV) or click.prompt(
+            "New password", hide_input=True, confirmation_prompt=True
+        )
+        with client.session(stored.token) as session:
+            token, expires, gateway = session.change_password(password, new_password)
+        save_token(client.paths, StoredToken(stored.user_id, token, expires, gateway))
+        click.echo(
+            f"Password of {stored.user_id!r} changed; every earlier token is revoked "
+            f"(a new one is in {client.paths.token_file})."
+        )
 
 
 @click.command("logout")
@@ -1295,6 +1317,7 @@ def dearmor_command(file: Path, output: Path | None) -> None:
 COMMANDS: tuple[click.Command, ...] = (
     register_command,
     login_command,
+    passwd_command,
     logout_command,
     deposit_command,
     retrieve_command,

@@ -380,6 +380,15 @@ def test_a_lost_catalog_is_restored_from_the_nodes_with_the_very_receipts(
         ok = set_password("the operator's new password")
         assert ok.returncode == 0, ok.stderr
         token = v2.login("alice", "the operator's new password")
+        # The owner replaces the password the operator handed over (the token is renewed).
+        r = v2.client.put(
+            "/api/v1/password",
+            json={"password": "the operator's new password", "new_password": "alice's own again"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 200, r.text
+        token = r.json()["token"]
+        assert v2.login("alice", "alice's own again")
         auth = {"Authorization": f"Bearer {token}"}
         for (name, version), blob in data.items():
             assert retrieve(v2, token, name, version) == blob

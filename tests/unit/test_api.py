@@ -234,6 +234,35 @@ def test_log_out_revokes_the_token(client: TestClient, alice: dict[str, str]) ->
     assert_error(client.delete("/api/v1/tokens/current", headers=alice), 401, "auth_failed")
 
 
+def test_change_password_needs_the_current_one_and_renews_every_token(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    other = auth(token_for(client, "alice"))
+    new = "a brand new password"
+    r = client.put("/api/v1/password", json={"password": "not it at all", "new_password": new})
+    assert_error(r, 401, "auth_failed")  # no token
+    r = client.put(
+        "/api/v1/password", json={"password": "not it at all", "new_password": new}, headers=alice
+    )
+    assert_error(r, 401, "auth_failed")  # a token alone does not change the password
+    r = client.put(
+        "/api/v1/password", json={"password": PASSWORD, "new_password": "short"}, headers=alice
+    )
+    assert_error(r, 400, "bad_password")
+    assert client.get("/api/v1/documents", headers=alice).status_code == 200  # nothing changed
+    r = client.put(
+        "/api/v1/password", json={"password": PASSWORD, "new_password": new}, headers=alice
+    )
+    assert r.status_code == 200, r.text
+    fresh = auth(r.json()["token"])
+    assert client.get("/api/v1/documents", headers=fresh).status_code == 200
+    for revoked in (alice, other):
+        assert_error(client.get("/api/v1/documents", headers=revoked), 401, "auth_failed")
+    r = client.post("/api/v1/tokens", json={"user_id": "alice", "password": PASSWORD})
+    assert_error(r, 401, "auth_failed")
+    assert token_for(client, "alice", new)
+
+
 # --- documents --------------------------------------------------------------------------------
 
 

@@ -114,6 +114,40 @@ def test_login_prompts_for_the_password_when_the_environment_has_none(alice: Env
     assert "Logged in as 'alice'" in result.stdout
 
 
+def test_passwd_changes_the_password_and_keeps_the_new_token(alice: Env) -> None:
+    old_token = json.loads(alice.paths.token_file.read_text())["token"]
+    result = alice.run("passwd", input="a new password\na new password\n")
+    assert result.exit_code == 0, result.stderr
+    assert "Password of 'alice' changed" in result.stdout
+    new_token = json.loads(alice.paths.token_file.read_text())["token"]
+    assert old_token not in alice.fake.tokens and alice.fake.tokens == {new_token: "alice"}
+    assert stat.S_IMODE(alice.paths.token_file.stat().st_mode) == 0o600
+    alice.ok("ls")  # with the new token
+    assert alice.run("login", "--user-id", "alice").exit_code == 1  # the old password is gone
+    result = alice.run("login", "--user-id", "alice", password="a new password")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_passwd_with_a_wrong_current_password_changes_nothing(alice: Env) -> None:
+    result = alice.run("passwd", password="wrong", input="a new password\na new password\n")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "evault: error: the gateway refused: unknown user id or wrong password "
+        "(HTTP 401 auth_failed)"
+    )
+    assert alice.fake.users["alice"] == "correct horse"
+    result = alice.run("passwd", input="short\nshort\n")
+    assert result.exit_code == 1 and "bad_password" in result.stderr
+
+
+def test_a_refused_token_says_to_log_in_again(alice: Env) -> None:
+    alice.fake.tokens.clear()  # revoked at the gateway (a password change elsewhere, say)
+    result = alice.fails("ls")
+    assert "token is invalid, expired or revoked; log in again with `evault login`" in (
+        result.stderr
+    )
+
+
 def test_logout_revokes_and_forgets(alice: Env) -> None:
     assert len(alice.fake.tokens) == 1
     alice.ok("logout")

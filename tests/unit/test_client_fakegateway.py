@@ -180,8 +180,24 @@ class FakeGateway:
                 json={"token": token, "token_type": "bearer", "expires_at": "2026-11-25T12:00:00Z"},
             )
         owner = self._owner(request)
-        if owner is None:
-            return self._error(401, "auth_failed", "this request needs a valid bearer token")
+        if owner is None:  # as the gateway answers a refused token (RFC 6750 §3.1)
+            refused = self._error(401, "auth_failed", "token is invalid, expired or revoked")
+            refused.headers["WWW-Authenticate"] = 'Bearer realm="evault", error="invalid_token"'
+            return refused
+        if path == f"{API}/password" and method == "PUT":
+            body = json.loads(request.read())
+            if self.users.get(owner) != body["password"]:
+                return self._error(401, "auth_failed", "unknown user id or wrong password")
+            if len(body["new_password"]) < 8:
+                return self._error(400, "bad_password", "it must be at least 8 characters long")
+            self.users[owner] = body["new_password"]
+            self.tokens = {t: u for t, u in self.tokens.items() if u != owner}
+            token = secrets.token_urlsafe(16)
+            self.tokens[token] = owner
+            return httpx.Response(
+                200,
+                json={"token": token, "token_type": "bearer", "expires_at": "2026-11-25T12:00:00Z"},
+            )
         if path == f"{API}/tokens/current" and method == "DELETE":
             self.tokens.pop(request.headers["authorization"].removeprefix("Bearer "), None)
             return httpx.Response(204)

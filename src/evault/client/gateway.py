@@ -168,7 +168,10 @@ def _refusal(url: str, response: httpx.Response, *, authenticated: bool) -> Gate
         code = "no_error_body"
         message = f"{url} answered HTTP {response.status_code} {response.reason_phrase}"
         details = None
-    if response.status_code == 401 and authenticated:
+    challenge = response.headers.get("www-authenticate", "")
+    if response.status_code == 401 and authenticated and 'error="invalid_token"' in challenge:
+        # The token was refused (expired, revoked): not a wrong password (a change of password
+        # asks for the current one too, and is refused without this challenge).
         message = message.rstrip(".") + "; log in again with `evault login`"
     return GatewayRefused(response.status_code, code, message, details)
 
@@ -313,6 +316,21 @@ class GatewaySession:
             repeatable=True,
             authenticated=False,
             json_body={"user_id": user_id, "password": password},
+        )
+        body = _object(answer, ("token",))
+        expires = body.get("expires_at")
+        return str(body["token"]), expires if isinstance(expires, str) else None, answer.url
+
+    def change_password(self, password: str, new_password: str) -> tuple[str, str | None, str]:
+        """Change the caller's password (the current one too, not the token alone); every
+        token of the user is revoked and the answer's is returned, like :meth:`login`.  Not
+        repeatable: once it took effect, the same request fails (the old password is gone)."""
+        answer = self._send(
+            "PUT",
+            f"{API}/password",
+            repeatable=False,
+            authenticated=True,
+            json_body={"password": password, "new_password": new_password},
         )
         body = _object(answer, ("token",))
         expires = body.get("expires_at")

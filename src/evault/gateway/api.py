@@ -112,6 +112,8 @@ class CatalogPort(Protocol):
 
     def authenticate(self, user_id: str, password: str) -> str: ...
 
+    def set_password(self, user_id: str, password: str) -> int: ...
+
     def issue_token(self, user_id: str, ttl_s: float, kind: Any = "api") -> str: ...
 
     @property
@@ -296,6 +298,11 @@ class UserCreated(BaseModel):
 class TokenCreate(_Strict):
     user_id: Text = Field(max_length=256)
     password: Text = Field(max_length=4096)
+
+
+class PasswordChange(_Strict):
+    password: Text = Field(max_length=4096, description="The current password.")
+    new_password: Text = Field(max_length=4096, description="8–1024 characters.")
 
 
 class TokenIssued(BaseModel):
@@ -702,6 +709,22 @@ async def register(body: UserCreate, s: Settings) -> UserCreated:
 async def log_in(body: TokenCreate, s: Settings) -> TokenIssued:
     user_id = await run_in_threadpool(s.catalog.authenticate, body.user_id, body.password)
     token = await run_in_threadpool(s.catalog.issue_token, user_id, s.token_ttl_s, "api")
+    expires = s.clock() + timedelta(seconds=s.token_ttl_s)
+    return TokenIssued(token=token, expires_at=_time(expires))
+
+
+@router.put(
+    "/password",
+    response_model=TokenIssued,
+    responses=_errors(400, 401, 408, 413, 422),
+    tags=["users"],
+    summary="Change the caller's password: every token is revoked, a new one is issued",
+)
+async def change_password(body: PasswordChange, caller: CurrentCaller, s: Settings) -> TokenIssued:
+    # The current password too, not the token alone: a stolen token must not take the account.
+    await run_in_threadpool(s.catalog.authenticate, caller.user_id, body.password)
+    await run_in_threadpool(s.catalog.set_password, caller.user_id, body.new_password)
+    token = await run_in_threadpool(s.catalog.issue_token, caller.user_id, s.token_ttl_s, "api")
     expires = s.clock() + timedelta(seconds=s.token_ttl_s)
     return TokenIssued(token=token, expires_at=_time(expires))
 
