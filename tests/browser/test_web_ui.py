@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.browser.conftest import PASSWORD, Account, new_context
+from tests.browser.conftest import PASSWORD, Account, new_context, register_and_log_in
 from tests.integration.vault_fixtures import LiveVault
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -282,3 +282,35 @@ def test_listing_shows_every_version_newest_first(
     assert "latest" in latest.inner_text()
     if os.environ.get(SCREENSHOT_ENV):
         page.screenshot(path=os.environ[SCREENSHOT_ENV], full_page=True)
+
+
+def test_change_password_in_the_browser(browser: Any, web_vault: LiveVault) -> None:
+    account = register_and_log_in(browser, web_vault, "pwuser")
+    page = account.context.new_page()
+    try:
+        page.goto("/documents")
+        page.get_by_role("link", name="Password").click()
+        page.wait_for_url("**/password")
+        page.get_by_label("Current password").fill("not the password")
+        page.get_by_label("New password", exact=True).fill("a new password here")
+        page.get_by_label("New password again").fill("a new password here")
+        page.get_by_role("button", name="Change the password").click()
+        assert page.locator("[role=alert]").all_inner_texts() == ["The current password is wrong."]
+        page.get_by_label("Current password").fill(PASSWORD)
+        page.get_by_label("New password", exact=True).fill("a new password here")
+        page.get_by_label("New password again").fill("a new password here")
+        page.get_by_role("button", name="Change the password").click()
+        page.wait_for_url("**/password?m=changed")
+        assert "Your password is changed" in page.locator("#notice").inner_text()
+        page.goto("/documents")  # this browser keeps a (new) session
+        assert page.locator("#no-documents").is_visible()
+        old = web_vault.client.post(
+            "/api/v1/tokens", json={"user_id": "pwuser", "password": PASSWORD}
+        )
+        new = web_vault.client.post(
+            "/api/v1/tokens", json={"user_id": "pwuser", "password": "a new password here"}
+        )
+        assert (old.status_code, new.status_code) == (401, 201)
+    finally:
+        page.close()
+        account.context.close()

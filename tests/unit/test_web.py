@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from evault.client import pages
-from evault.errors import NotFound
+from evault.errors import AuthFailed, NotFound
 from evault.gateway import web
 from tests.unit.test_api_support import PASSWORD, Harness, harness_at, verify_receipt
 
@@ -610,3 +610,47 @@ def test_a_form_starlette_cannot_parse_is_a_400_page(client: TestClient) -> None
     )
     html = assert_page(r, 400)
     assert error_message(html)
+
+
+# --- password -------------------------------------------------------------------------------
+
+
+def test_password_page_needs_a_session(client: TestClient) -> None:
+    r = client.get("/password")
+    assert r.status_code == 303 and r.headers["location"] == "/login?m=expired"
+
+
+def test_change_password_needs_the_current_one_and_renews_the_session(
+    alice: TestClient, harness: Harness
+) -> None:
+    api_token = harness.catalog.issue_token("alice", 3600, "api")
+    old_session = alice.cookies.get(web.SESSION_COOKIE)
+    html = assert_page(alice.get("/password"), 200)
+    assert 'href="/password"' in html  # in the menu
+
+    def change(current: str, new: str, repeat: str | None = None) -> httpx.Response:
+        token = csrf_of(alice.get("/password").text)
+        return alice.post(
+            "/password",
+            data={
+                "csrf_token": token,
+                "password": current,
+                "new_password": new,
+                "new_password_repeat": new if repeat is None else repeat,
+            },
+        )
+
+    assert "The current password is wrong." in assert_page(change("nope", "a new password"), 401)
+    assert "differ" in assert_page(change(PASSWORD, "a new password", "another one"), 400)
+    assert "at least 8" in assert_page(change(PASSWORD, "short"), 400)
+    assert harness.catalog.authenticate("alice", PASSWORD) == "alice"  # nothing changed yet
+    r = change(PASSWORD, "a new password")
+    assert r.status_code == 303 and r.headers["location"] == "/password?m=changed"
+    assert "Your password is changed" in assert_page(alice.get("/password?m=changed"), 200)
+    assert alice.get("/documents").status_code == 200  # the new session
+    for revoked in (api_token, str(old_session)):
+        with pytest.raises(AuthFailed):
+            harness.catalog.resolve_token(revoked)
+    assert harness.catalog.authenticate("alice", "a new password") == "alice"
+    r = alice.post("/password", data={"password": "a new password", "new_password": "x" * 9})
+    assert r.status_code == 403  # no CSRF token: refused before anything is checked

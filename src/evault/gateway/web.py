@@ -534,10 +534,15 @@ async def login(request: Request) -> Response:
             error="Wrong user id or password.",
             user_id=user_id,
         )
+    return await _new_session(s, user, "/documents")
+
+
+async def _new_session(s: ApiSettings, user: str, location: str) -> Response:
+    """A redirect to ``location`` that starts a new browser session for ``user``."""
     token = await run_in_threadpool(s.catalog.issue_token, user, SESSION_TTL_S, "session")
-    response = _see_other("/documents")
+    response = _see_other(location)
     response.set_cookie(SESSION_COOKIE, token, path="/", secure=True, httponly=True, samesite="lax")
-    # A fresh CSRF token for the logged-in session: one planted before log-in is useless.
+    # A fresh CSRF token for the new session: one planted before it is useless.
     _set_csrf_cookie(response, _new_csrf())
     return response
 
@@ -561,6 +566,51 @@ async def logout(request: Request) -> Response:
     response = _to_login("logged-out")
     _set_csrf_cookie(response, _new_csrf())
     return response
+
+
+# -- password --------------------------------------------------------------------------------
+
+_PASSWORD_MESSAGES: Final = {
+    "changed": "Your password is changed. Every other session and API token of yours has ended.",
+}
+
+
+@_get("/password")
+async def password_form(request: Request) -> Response:
+    user = await _session_user(request)
+    if user is None:
+        return _to_login()
+    notice = _PASSWORD_MESSAGES.get(request.query_params.get("m", ""))
+    return _page(request, "password.html", user=user, notice=notice, error=None)
+
+
+@_post("/password")
+async def change_password(request: Request) -> Response:
+    """The current password too, not the session alone (as ``PUT /api/v1/password``); every
+    token of the user ends, and this browser gets a new session."""
+    user = await _session_user(request)
+    if user is None:
+        return _to_login()
+    fields = await _text_form(request)
+    if not _csrf_ok(request, fields.get(CSRF_FIELD)):
+        return _csrf_refused(request, user)
+    s = settings(request)
+    new_password = fields.get("new_password", "")
+    error: str | None = None
+    status = 400
+    if new_password != fields.get("new_password_repeat", ""):
+        error = "The two new passwords differ; type the same password twice."
+    else:
+        try:
+            await run_in_threadpool(s.catalog.authenticate, user, fields.get("password", ""))
+            await run_in_threadpool(s.catalog.set_password, user, new_password)
+        except AuthFailed:
+            error, status = "The current password is wrong.", 401
+        except BadPassword as exc:
+            error = _sentence(str(exc))
+    if error is not None:
+        return _page(request, "password.html", status=status, user=user, notice=None, error=error)
+    return await _new_session(s, user, "/password?m=changed")
 
 
 # -- documents -------------------------------------------------------------------------------
