@@ -307,9 +307,9 @@ def restore_catalog_command(config_path: Path, dry_run: bool, json_output: bool)
     gateway_admin.print_report(report, Console())
     if json_output:
         click.echo(gateway_admin.report_json(report))
-    if report.not_restored or report.unlisted:
+    if report.not_restored_count or report.unlisted:
         click.echo(
-            f"evault: {len(report.not_restored)} version(s) not restored, "
+            f"evault: {report.not_restored_count} version(s) not restored, "
             f"{len(report.unlisted)} node(s) not listed (see above)",
             err=True,
         )

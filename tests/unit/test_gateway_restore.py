@@ -254,6 +254,25 @@ def test_paper_setting_needs_every_node_for_a_receipt() -> None:
     assert len(restore(h).restored) == 1
 
 
+def test_a_node_listing_made_up_objects_cannot_fill_the_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("evault.gateway.restore.MAX_NAMED_NOT_RESTORED", 3)
+    h = Harness(cluster())
+    h.deposit(document(10), name="real.bin")
+    h.catalog = FakeCatalog()
+    real = h.nodes[2].objects[object_id(VAULT, "alice", "real.bin", 1)]
+    for version in range(2, 10):  # node 2 alone lists eight versions nobody deposited
+        made_up = real.statement.replace(b'"version":1', b'"version":%d' % version)
+        h.nodes[2].objects[object_id(VAULT, "alice", "real.bin", version)] = replace(
+            real, statement=made_up
+        )
+    report = restore(h)
+    assert [v.version for v in report.restored] == [1]
+    assert report.not_restored_count == 8 and len(report.not_restored) == 3
+    assert report.to_json()["not_restored_count"] == 8
+
+
 def test_concurrency_must_be_positive() -> None:
     h = Harness(cluster())
     with pytest.raises(ValueError, match="concurrency"):
@@ -319,6 +338,7 @@ def test_restore_command_reports_what_was_not_restored_and_fails(
     report.not_restored.append(
         NotRestored("f" * 64, "bob", "x.bin", 1, "held by 1 node (1), 4 nodes needed")
     )
+    report.not_restored_count = 3  # two more than named
     seen: dict[str, Any] = {}
 
     def fake_restore(config_path: Path, *, dry_run: bool, console: Any) -> RestoreReport:
@@ -334,7 +354,8 @@ def test_restore_command_reports_what_was_not_restored_and_fails(
     assert seen == {"config": config, "dry_run": True}
     assert "4 nodes needed" in result.output and "will.pdf" in result.output
     assert "Node 2's listing stopped: list: cannot connect" in result.output
-    assert "1 version(s) not restored, 1 node(s) not listed" in result.output
+    assert "… and 2 more not restored" in result.output
+    assert "3 version(s) not restored, 1 node(s) not listed" in result.output
     last = [line for line in result.output.splitlines() if line.startswith("{")][-1]
     assert json.loads(last) == report.to_json()
     assert json.loads(last)["accounts_created"] == ["alice"]

@@ -72,7 +72,7 @@ def print_report(report: RestoreReport, console: Console) -> None:
     console.print(
         f"Versions the catalog already had: {report.known}; objects that do not fit this "
         f"vault: {report.ignored}; {verb}: {len(report.restored)}; "
-        f"not restored: {len(report.not_restored)}."
+        f"not restored: {report.not_restored_count}."
     )
     if report.restored:
         table = Table(
@@ -86,6 +86,9 @@ def print_report(report: RestoreReport, console: Console) -> None:
         for u in report.not_restored:
             table.add_row(u.owner, u.name, str(u.version), u.reason)
         console.print(table)
+        unnamed = report.not_restored_count - len(report.not_restored)
+        if unnamed:
+            console.print(f"… and {unnamed:,} more not restored (not named one by one).")
     if report.accounts_created:
         console.print(
             "Accounts created, locked until you set their password "

@@ -21,8 +21,9 @@ It never changes or removes a catalog row, so it may run beside serving gateways
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -36,6 +37,9 @@ log = logging.getLogger("evault.gateway.restore")
 
 #: Object ids whose receipts are rebuilt at once (each asks k nodes for a share and its proof).
 RESTORE_CONCURRENCY: Final = 4
+#: Versions not restored that the report names one by one (and the log line by line); past
+#: this only their number grows, so that a node listing made-up objects cannot fill memory.
+MAX_NAMED_NOT_RESTORED: Final = 10_000
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,10 @@ class RestoreReport:
     #: versions the catalog already had (any state)
     known: int = 0
     restored: list[RestoredVersion] = field(default_factory=list)
+    #: the first ``MAX_NAMED_NOT_RESTORED`` versions not restored, with why
     not_restored: list[NotRestored] = field(default_factory=list)
+    #: all versions not restored (``not_restored`` names the first of them)
+    not_restored_count: int = 0
 
     @property
     def accounts_created(self) -> list[str]:
@@ -106,6 +113,7 @@ class RestoreReport:
             "known": self.known,
             "restored": [v.to_json() for v in self.restored],
             "not_restored": [v.to_json() for v in self.not_restored],
+            "not_restored_count": self.not_restored_count,
             "accounts_created": self.accounts_created,
         }
 
@@ -165,8 +173,11 @@ async def restore_catalog(
             on_checked(done)
 
     try:
-        async with asyncio.TaskGroup() as group:
-            async for candidate in _merged_listings(service, report, on_listed):
+        async with (
+            asyncio.TaskGroup() as group,
+            contextlib.aclosing(_merged_listings(service, report, on_listed)) as candidates,
+        ):
+            async for candidate in candidates:
                 await gate.acquire()
                 group.create_task(check(candidate))
     except BaseExceptionGroup as failed:  # one clear error, not a group, for the caller
@@ -178,7 +189,7 @@ async def restore_catalog(
 
 async def _merged_listings(
     service: VaultService, report: RestoreReport, on_listed: ListedCallback | None
-) -> AsyncIterator[_Candidate]:
+) -> AsyncGenerator[_Candidate, None]:
     """Every object id any node lists, in increasing order, each with the statements its
     holders list for it; objects that do not fit are counted in ``report.ignored``.  A node
     whose listing fails drops out (``report.unlisted``) and the merge goes on without it."""
@@ -239,6 +250,9 @@ async def _restore_one(service: VaultService, candidate: _Candidate, report: Res
     oid = c.oid
 
     def refuse(reason: str) -> None:
+        report.not_restored_count += 1
+        if report.not_restored_count > MAX_NAMED_NOT_RESTORED:
+            return
         report.not_restored.append(NotRestored(oid, c.owner, c.name, c.version, reason))
         log.warning(
             "version %d of %r (owner %s) not restored: %s", c.version, c.name, c.owner, reason
