@@ -304,7 +304,7 @@ def restore_catalog_command(config_path: Path, dry_run: bool, json_output: bool)
 
     console = Console(stderr=True)
     report = gateway_admin.restore(config_path, dry_run=dry_run, console=console)
-    gateway_admin.print_report(report, Console())
+    gateway_admin.print_report(report, Console(markup=False, highlight=False))
     if json_output:
         click.echo(gateway_admin.report_json(report))
     if report.not_restored_count or report.unlisted:

@@ -193,7 +193,9 @@ def _print_json(obj: Any) -> None:
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    # No markup: the tables show document names, which may hold "[...]" (a name like
+    # "[red]x" must print as it is, and "a[/]b" must not fail as an unmatched closing tag).
+    return Console(highlight=False, soft_wrap=False, markup=False)
 
 
 @dataclass
@@ -313,7 +315,7 @@ class _BarProgress:
     def __init__(self, verb: str, files: int, total_bytes: int) -> None:
         console = Console(stderr=True)
         self.bar = RichProgressBar(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # it shows file names
             BarColumn(),
             MofNCompleteColumn(),
             DownloadColumn(),

@@ -218,6 +218,16 @@ def test_deposit_with_name_and_a_table(alice: Env) -> None:
     assert alice.fake.versions_of("alice", "notes/today.txt") == [1]
 
 
+@pytest.mark.parametrize("name", ["a[/]b.txt", "[red]plain[/red].txt", "reports/[2026] q3"])
+def test_names_that_look_like_markup_are_printed_as_they_are(alice: Env, name: str) -> None:
+    """Document names may hold brackets: tables and bars show them literally (rich markup
+    would hide or colour part of a name, or fail on an unmatched closing tag)."""
+    (alice.work / "f.txt").write_bytes(b"x")
+    assert name in alice.ok("deposit", str(alice.work / "f.txt"), "--name", name).stdout
+    assert name in alice.ok("ls").stdout
+    assert name in alice.ok("versions", name).stdout
+
+
 @pytest.mark.parametrize(
     ("fault", "message"),
     [

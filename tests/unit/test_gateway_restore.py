@@ -335,6 +335,7 @@ def test_restore_command_reports_what_was_not_restored_and_fails(
 
     report = RestoreReport(dry_run=False, listed={1: 2, 2: 0}, unlisted={2: "list: cannot connect"})
     report.restored.append(RestoredVersion("alice", "will.pdf", 2, 5, "ab" * 32, True))
+    report.restored.append(RestoredVersion("alice", "a[/]b [red]c", 1, 5, "cd" * 32, False))
     report.not_restored.append(
         NotRestored("f" * 64, "bob", "x.bin", 1, "held by 1 node (1), 4 nodes needed")
     )
@@ -353,6 +354,7 @@ def test_restore_command_reports_what_was_not_restored_and_fails(
     assert result.exit_code == 1
     assert seen == {"config": config, "dry_run": True}
     assert "4 nodes needed" in result.output and "will.pdf" in result.output
+    assert "a[/]b [red]c" in result.output  # names print as they are, never as markup
     assert "Node 2's listing stopped: list: cannot connect" in result.output
     assert "… and 2 more not restored" in result.output
     assert "3 version(s) not restored, 1 node(s) not listed" in result.output

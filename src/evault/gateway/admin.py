@@ -63,12 +63,13 @@ def restore(config_path: str | Path, *, dry_run: bool, console: Console) -> Rest
 
 
 def print_report(report: RestoreReport, console: Console) -> None:
-    """The report as a person reads it."""
+    """The report as a person reads it (on a console without markup: names and reasons are
+    the nodes' and the owners' words, printed as they are)."""
     verb = "would restore" if report.dry_run else "restored"
     listed = ", ".join(f"node {n}: {c}" for n, c in sorted(report.listed.items()))
     console.print(f"Objects listed: {listed or 'none'}.")
     for node, why in sorted(report.unlisted.items()):
-        console.print(f"[yellow]Node {node}'s listing stopped: {why}[/]")
+        console.print(f"Node {node}'s listing stopped: {why}")
     console.print(
         f"Versions the catalog already had: {report.known}; objects that do not fit this "
         f"vault: {report.ignored}; {verb}: {len(report.restored)}; "
