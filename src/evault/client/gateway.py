@@ -176,6 +176,13 @@ def _refusal(url: str, response: httpx.Response, *, authenticated: bool) -> Gate
     return GatewayRefused(response.status_code, code, message, details)
 
 
+def _issued_token(answer: Answer) -> tuple[str, str | None, str]:
+    """(token, expires_at, gateway URL) of an answer that issued a token."""
+    body = _object(answer, ("token",))
+    expires = body.get("expires_at")
+    return str(body["token"]), expires if isinstance(expires, str) else None, answer.url
+
+
 class GatewaySession:
     """Requests to the first gateway that answers (module docstring); thread-safe."""
 
@@ -317,9 +324,7 @@ class GatewaySession:
             authenticated=False,
             json_body={"user_id": user_id, "password": password},
         )
-        body = _object(answer, ("token",))
-        expires = body.get("expires_at")
-        return str(body["token"]), expires if isinstance(expires, str) else None, answer.url
+        return _issued_token(answer)
 
     def change_password(self, password: str, new_password: str) -> tuple[str, str | None, str]:
         """Change the caller's password (the current one too, not the token alone); every
@@ -332,9 +337,7 @@ class GatewaySession:
             authenticated=True,
             json_body={"password": password, "new_password": new_password},
         )
-        body = _object(answer, ("token",))
-        expires = body.get("expires_at")
-        return str(body["token"]), expires if isinstance(expires, str) else None, answer.url
+        return _issued_token(answer)
 
     def logout(self) -> None:
         self._send("DELETE", f"{API}/tokens/current", repeatable=True, authenticated=True)

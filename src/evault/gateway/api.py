@@ -708,6 +708,11 @@ async def register(body: UserCreate, s: Settings) -> UserCreated:
 )
 async def log_in(body: TokenCreate, s: Settings) -> TokenIssued:
     user_id = await run_in_threadpool(s.catalog.authenticate, body.user_id, body.password)
+    return await _issue_token(s, user_id)
+
+
+async def _issue_token(s: ApiSettings, user_id: str) -> TokenIssued:
+    """A new API token for ``user_id``, as the answer says it."""
     token = await run_in_threadpool(s.catalog.issue_token, user_id, s.token_ttl_s, "api")
     expires = s.clock() + timedelta(seconds=s.token_ttl_s)
     return TokenIssued(token=token, expires_at=_time(expires))
@@ -724,9 +729,7 @@ async def change_password(body: PasswordChange, caller: CurrentCaller, s: Settin
     # The current password too, not the token alone: a stolen token must not take the account.
     await run_in_threadpool(s.catalog.authenticate, caller.user_id, body.password)
     await run_in_threadpool(s.catalog.set_password, caller.user_id, body.new_password)
-    token = await run_in_threadpool(s.catalog.issue_token, caller.user_id, s.token_ttl_s, "api")
-    expires = s.clock() + timedelta(seconds=s.token_ttl_s)
-    return TokenIssued(token=token, expires_at=_time(expires))
+    return await _issue_token(s, caller.user_id)
 
 
 @router.delete(
