@@ -349,6 +349,14 @@ def test_a_lost_catalog_is_restored_from_the_nodes_with_the_very_receipts(
             "/api/v1/tokens", json={"user_id": "alice", "password": "correct horse battery"}
         )
         assert r.status_code == 401  # alice is gone with the catalog
+        # The gateway's start-up sweep sees the nodes' objects the catalog lacks, and says
+        # what to run (3 versions on 5 nodes).
+        deadline = time.monotonic() + 60
+        hint = "the nodes hold 15 object(s) of versions this catalog does not know"
+        while hint not in v2.log("gateway"):
+            assert time.monotonic() < deadline, v2.log("gateway")[-2000:]
+            time.sleep(0.2)
+        assert "evault admin restore-catalog" in v2.log("gateway")
 
         dry = evault_cli("admin", "restore-catalog", "--config", config, "--dry-run", "--json")
         assert dry.returncode == 0, dry.stderr

@@ -94,7 +94,7 @@ def test_the_sweeper_goes_on_after_a_failed_sweep(caplog: pytest.LogCaptureFixtu
             self.calls += 1
             if self.calls == 1:
                 raise RuntimeError("catalog away")
-            return SweepOutcome({2: ["ab" * 32]}, {4: "unreachable"}, 7)
+            return SweepOutcome({2: ["ab" * 32]}, {4: "unreachable"}, 7, unknown=3)
 
     async def go() -> int:
         service = Service()
@@ -111,3 +111,5 @@ def test_the_sweeper_goes_on_after_a_failed_sweep(caplog: pytest.LogCaptureFixtu
     assert "sweep of the nodes failed" in caplog.text and "catalog away" in caplog.text
     assert "swept 1 object(s)" in caplog.text and "7 listed" in caplog.text
     assert "unreachable" in caplog.text
+    assert "the nodes hold 3 object(s) of versions this catalog does not know" in caplog.text
+    assert "evault admin restore-catalog" in caplog.text

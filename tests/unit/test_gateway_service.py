@@ -1029,6 +1029,7 @@ def test_sweep_deletes_only_slices_of_deleted_and_failed_versions(
 
     outcome = h.run(sweep)
     assert outcome.failed == {} and outcome.seen == 5 * 4 + 1
+    assert outcome.unknown == 5  # forgotten.bin, on every node
     assert {node: set(oids) for node, oids in outcome.swept.items()} == {
         node: {oid["failed.bin"]} | ({oid["gone.bin"]} if node == 2 else set())
         for node in range(1, 6)

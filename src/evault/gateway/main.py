@@ -81,6 +81,13 @@ async def sweep_every(service: VaultService, interval_s: float) -> None:
         except Exception:
             log.exception("sweep of the nodes failed")
         else:
+            if outcome.unknown:
+                log.warning(
+                    "the nodes hold %d object(s) of versions this catalog does not know: if the "
+                    "catalog was lost or brought back from an older backup, run "
+                    "`evault admin restore-catalog --config <this gateway's config>`",
+                    outcome.unknown,
+                )
             count = sum(len(oids) for oids in outcome.swept.values())
             if count or outcome.failed:
                 log.info(

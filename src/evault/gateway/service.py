@@ -177,6 +177,9 @@ class SweepOutcome:
     failed: dict[int, str]
     #: objects listed by the nodes, in all
     seen: int
+    #: listed objects of this vault whose version the catalog does not know at all (each
+    #: node's copy counted): a catalog lost, or brought back from an older backup
+    unknown: int = 0
 
 
 #: Objects asked of a node per listing page by :meth:`VaultService.sweep` (a statement is about
@@ -519,31 +522,40 @@ class VaultService:
         )
         swept: dict[int, list[str]] = {}
         failed: dict[int, str] = {}
-        seen = 0
+        seen = unknown = 0
         for node, result in zip(self.clients, results, strict=True):
             if isinstance(result, EvaultError):
                 failed[node] = describe_failure(result)
             elif isinstance(result, BaseException):
                 raise result
             else:
-                node_swept, node_seen = result
+                node_swept, node_seen, node_unknown = result
                 seen += node_seen
+                unknown += node_unknown
                 if node_swept:
                     swept[node] = node_swept
-        return SweepOutcome(swept, failed, seen)
+        return SweepOutcome(swept, failed, seen, unknown)
 
-    async def _sweep_node(self, client: NodeClient) -> tuple[list[str], int]:
+    async def _sweep_node(self, client: NodeClient) -> tuple[list[str], int, int]:
         swept: list[str] = []
-        seen = 0
+        seen = unknown = 0
         async for oid, statement in walk_listing(client):
             seen += 1
-            if await self._is_orphan(client.index, oid, statement):
+            fits, state = await self._catalog_state(client.index, oid, statement)
+            if fits and state is None:
+                unknown += 1
+            elif state in SWEPT_STATES:
                 await client.delete(oid)
                 swept.append(oid)
                 log.info("node %d: swept object %s (its version is gone)", client.index, oid)
-        return swept, seen
+        return swept, seen, unknown
 
-    async def _is_orphan(self, node: int, oid: str, statement: bytes) -> bool:
+    async def _catalog_state(
+        self, node: int, oid: str, statement: bytes
+    ) -> tuple[bool, str | None]:
+        """(fits, state): whether the listed object's statement names this vault and that
+        object id, and the catalog's state of its version (None: the catalog does not know
+        it)."""
         try:
             st = Statement.from_bytes(statement)
             if st.vault != self.vault or object_id(st.vault, st.owner, st.name, st.version) != oid:
@@ -553,8 +565,8 @@ class VaultService:
             )
         except EvaultError as exc:
             log.warning("node %d: object %s left alone: its statement: %s", node, oid, exc)
-            return False
-        return state in SWEPT_STATES
+            return False, None
+        return True, state
 
     async def delete_everywhere(
         self, oid: str, *, skip: frozenset[int] = frozenset()
