@@ -200,18 +200,60 @@ def test_listings_are_merged_page_by_page_and_restored_as_they_come(
         return restore_version(*args, **kwargs)
 
     h.catalog.restore_version = recording  # type: ignore[method-assign]
+    h.nodes[5].log.clear()
     report = restore(h)
     assert report.listed == {1: 7, 2: 6, 3: 7, 4: 6, 5: 4}
     assert set(report.unlisted) == {5} and "connection reset" in report.unlisted[5]
-    name_of = {object_id(VAULT, "alice", name, 1): name for name in datas}
-    # The last object: node 4 lacks it and node 5 stopped listing before it, 3 holders remain.
-    last = name_of[oids[-1]]
-    assert sorted(v.name for v in report.restored) == sorted(set(datas) - {last})
-    assert [(v.name, v.reason) for v in report.not_restored] == [
-        (last, "held by 3 nodes (1, 2, 3), 4 nodes needed")
-    ]
+    # The last object: node 4 lacks it and node 5 stopped listing before it, so the three
+    # that listed it are too few; node 5 is asked for it directly, and holds it.
+    assert sorted(v.name for v in report.restored) == sorted(datas)
+    assert report.not_restored == []
+    # Asked for the object itself only where holders were short (shares: where it holds one).
+    asked = [p for m, p, _ in h.nodes[5].log if m == "GET" and p.count("/") == 3]
+    assert asked == [f"/v1/objects/{oids[-1]}"]
     assert pages_at_first_restore and pages_at_first_restore[0] < 4  # 4 pages list 7 objects
-    assert sorted(h.catalog.versions) == sorted(("alice", n, 1) for n in set(datas) - {last})
+    assert sorted(h.catalog.versions) == sorted(("alice", n, 1) for n in datas)
+
+    # Node 5 down from the start: the two objects another node lacks stay out, and why.
+    h.catalog = FakeCatalog()
+    h.nodes[5].faults.down = True
+    report = restore(h)
+    name_of = {object_id(VAULT, "alice", name, 1): name for name in datas}
+    short = {name_of[oids[0]], name_of[oids[-1]]}
+    assert sorted(v.name for v in report.restored) == sorted(set(datas) - short)
+    assert {v.name for v in report.not_restored} == short
+    for why in report.not_restored:
+        assert why.reason.startswith("node 5, whose listing stopped: meta: cannot connect")
+        assert why.reason.endswith(", 4 nodes needed") and "held by 3 nodes" in why.reason
+
+
+def test_a_node_whose_listing_stopped_is_asked_only_for_objects_short_of_holders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One listing failing half-way in the paper's setting (k = n = 3) would otherwise leave
+    every later version short; a node that does not hold the object answers 404 and is not
+    named."""
+    monkeypatch.setattr("evault.gateway.service.SWEEP_PAGE_OBJECTS", 1)
+    h = Harness(cluster(3, 2, 3))
+    for i in range(4):
+        h.deposit(document(5 + i), name=f"p{i}.bin")
+    h.catalog = FakeCatalog()
+    oids = sorted(h.nodes[1].objects)
+    del h.nodes[3].objects[oids[-1]]  # node 3 does not hold the last one at all
+    real_listing = h.nodes[3]._listing
+
+    def failing_listing(after: str | None, limit: int) -> httpx.Response:
+        if after is not None:
+            raise httpx.ReadError("connection reset by peer")
+        return real_listing(after, limit)
+
+    h.nodes[3]._listing = failing_listing  # type: ignore[method-assign]
+    report = restore(h)
+    assert report.listed[3] == 1 and set(report.unlisted) == {3}
+    assert len(report.restored) == 3
+    [why] = report.not_restored
+    assert why.object_id == oids[-1]
+    assert why.reason == "held by 2 nodes (1, 2), 3 nodes needed"
 
 
 def test_a_catalog_failure_stops_the_restore_with_that_error() -> None:

@@ -5,7 +5,8 @@ in short:
 
 1. walk every node's listing (the sweep's walk), merging them by object id as they arrive
    (each node lists in increasing id order), and keep the objects whose statement names this
-   vault and that very object id;
+   vault and that very object id; a node whose listing stopped is asked directly for each later
+   object id that lacks holders;
 2. leave alone every version the catalog has, in any state;
 3. for each other object id, try the statements the nodes hold for it, the most widely held
    first: at least max(k, m) nodes must hold it, k of them must give a valid signature share
@@ -27,7 +28,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from evault.errors import BadName, EvaultError, InvalidSignature, NotEnoughShares
+from evault.errors import BadName, EvaultError, InvalidSignature, NodeRejected, NotEnoughShares
 from evault.gateway.fanout import describe_failure, each_node, receipt_facts
 from evault.gateway.service import VaultService, walk_listing
 from evault.protocol.node_api import WireShare, object_id
@@ -134,6 +135,8 @@ class _Candidate:
     name: str
     version: int
     holders: dict[bytes, set[int]] = field(default_factory=dict)
+    #: nodes whose listing had stopped before this object id (asked directly if need be)
+    unlisted: frozenset[int] = frozenset()
 
     def by_support(self) -> list[tuple[bytes, set[int]]]:
         """The statements, the most widely held first (ties: by their bytes, for a fixed order)."""
@@ -224,7 +227,8 @@ async def _merged_listings(
                     report.ignored += 1
                     continue
                 if candidate is None:
-                    candidate = _Candidate(oid, st.owner, st.name, st.version)
+                    unlisted = frozenset(report.unlisted)
+                    candidate = _Candidate(oid, st.owner, st.name, st.version, unlisted=unlisted)
                 candidate.holders.setdefault(statement, set()).add(node)
             if candidate is not None:
                 yield candidate
@@ -270,6 +274,9 @@ async def _restore_one(service: VaultService, candidate: _Candidate, report: Res
         return
     need = max(service.cluster.k, service.cluster.m)
     reasons: list[str] = []
+    best = max(len(holders) for holders in c.holders.values())
+    if best < need and c.unlisted:
+        await _ask_unlisted(service, c, reasons)
     for statement, holders in candidate.by_support():
         if len(holders) < need:
             reasons.append(f"held by {_nodes(holders)}, {need} nodes needed")
@@ -281,6 +288,21 @@ async def _restore_one(service: VaultService, candidate: _Candidate, report: Res
             report.known += 1  # the catalog got it meanwhile (a deposit or another restore)
         return
     refuse("; ".join(reasons))
+
+
+async def _ask_unlisted(service: VaultService, c: _Candidate, reasons: list[str]) -> None:
+    """Ask the nodes whose listing stopped before ``c`` for its statement directly
+    (``GET /v1/objects/{id}``); each that holds a fitting one becomes one of its holders."""
+    clients = {node: service.clients[node] for node in c.unlisted}
+    answers = await each_node(clients, lambda client: client.meta(c.oid), service.node_timeout_s)
+    for node, answer in sorted(answers.items()):
+        if isinstance(answer, NodeRejected) and answer.status == 404:
+            continue  # it does not hold the object
+        if isinstance(answer, BaseException):
+            reasons.append(f"node {node}, whose listing stopped: {describe_failure(answer)}")
+            continue
+        if _fitting(service.vault, c.oid, answer.statement) is not None:
+            c.holders.setdefault(answer.statement, set()).add(node)
 
 
 async def _receipt(
