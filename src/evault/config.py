@@ -21,7 +21,8 @@ Node config (``node.toml``)::
 
 Gateway config (``gateway.toml``)::
 
-    [gateway]  vault, host, port, database_url, max_document_bytes, node_timeout_s
+    [gateway]  vault, host, port, database_url, max_document_bytes, node_timeout_s,
+               workers (serving processes: 1 to 64, or "auto", one per usable CPU up to 8)
     [cluster]  n, m, k, codec, segment_bytes, fingerprint_scheme
     [tls]      ca_cert, client_cert, client_key (to nodes), server_cert, server_key (public HTTPS)
     [keys]     vault_public_key, threshold_public
@@ -30,6 +31,7 @@ Gateway config (``gateway.toml``)::
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,9 @@ from evault.errors import ConfigError
 from evault.params import analyse
 
 DEFAULT_MAX_DOCUMENT_BYTES = 64 * 1024**3
+#: Bounds of ``[gateway] workers``; "auto" takes one per usable CPU, at most AUTO_WORKERS_MAX.
+MAX_WORKERS = 64
+AUTO_WORKERS_MAX = 8
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class GatewayConfig:
     database_url: str
     max_document_bytes: int
     node_timeout_s: float
+    #: serving processes sharing the listening socket (``auto_workers()`` for "auto")
+    workers: int
     cluster: ClusterParams
     ca_cert: Path
     client_cert: Path
@@ -150,6 +157,26 @@ class _Section:
 
     def path_(self, key: str) -> Path:
         return (self.path.parent / self.text(key)).resolve()
+
+
+def auto_workers() -> int:
+    """One serving process per CPU this process may run on, at most ``AUTO_WORKERS_MAX``."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, AUTO_WORKERS_MAX))
+
+
+def _workers(path: Path, value: object) -> int:
+    if value == "auto":
+        return auto_workers()
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
+        return value
+    raise ConfigError(
+        f'{path}: [gateway] workers must be an integer from 1 to {MAX_WORKERS} or "auto", '
+        f"got {value!r}"
+    )
 
 
 def _cluster(path: Path, doc: dict[str, Any]) -> ClusterParams:
@@ -229,6 +256,7 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
         database_url=db_url,
         max_document_bytes=gw.integer("max_document_bytes", DEFAULT_MAX_DOCUMENT_BYTES),
         node_timeout_s=gw.number("node_timeout_s", 30.0),
+        workers=_workers(p, gw.table.get("workers", 1)),
         cluster=cluster,
         ca_cert=tls.path_("ca_cert"),
         client_cert=tls.path_("client_cert"),

@@ -199,6 +199,7 @@ def init_vault(
                 "port": options.gateway_port,
                 "database_url": "sqlite:///catalog.sqlite",
                 "node_timeout_s": 30.0,
+                "workers": "auto",
             },
             "cluster": cluster.to_toml_obj(),
             "tls": {

@@ -357,6 +357,7 @@ def test_a_lost_catalog_is_restored_from_the_nodes_with_the_very_receipts(
             assert time.monotonic() < deadline, v2.log("gateway")[-2000:]
             time.sleep(0.2)
         assert "evault admin restore-catalog" in v2.log("gateway")
+        assert v2.log("gateway").count(hint) == 1  # one worker sweeps, however many serve
 
         dry = evault_cli("admin", "restore-catalog", "--config", config, "--dry-run", "--json")
         assert dry.returncode == 0, dry.stderr

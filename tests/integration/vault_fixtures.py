@@ -147,16 +147,22 @@ class VaultFactory:
         extra_node_args: dict[int, list[str]] | None = None,
         env: dict[str, str] | None = None,
         database_url: str | None = None,
+        gateway: dict[str, Any] | None = None,
     ) -> LiveVault:
+        """A copy of the (n, m, k) template on free ports, started; ``gateway``: keys of the
+        ``[gateway]`` table to set (``database_url`` is one)."""
         key = (n, m, k)
         if key not in self.templates:
             self.templates[key] = make_template(self.tmp_root, n, m, k)
         shutil.copytree(self.templates[key], target)
         port = relocate(target)
+        settings = dict(gateway or {})
         if database_url is not None:
+            settings["database_url"] = database_url
+        if settings:
             _rewrite(
                 target / "gateway" / "gateway.toml",
-                lambda doc: doc["gateway"].__setitem__("database_url", database_url),
+                lambda doc: doc["gateway"].update(settings),
             )
         return self._live(
             target, start_cluster(target, port=port, extra_node_args=extra_node_args, env=env)

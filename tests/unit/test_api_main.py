@@ -29,6 +29,7 @@ def gateway_config(tmp_path: Path) -> GatewayConfig:
         database_url=f"sqlite:///{tmp_path / 'catalog.db'}",
         max_document_bytes=1024,
         node_timeout_s=5.0,
+        workers=1,
         cluster=ClusterParams(5, 3, 4, "rs-isal-cauchy/v1", 1024 * 1024, "sha256-merkle/v1"),
         ca_cert=any_path,
         client_cert=any_path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,24 @@ def test_cli_prints_guarantees_and_refuses_nonsense(tmp_path: Path) -> None:
     assert bad.returncode != 0
     assert "guarantees nothing" in bad.stderr
     assert not (tmp_path / "v").exists()
+
+
+def test_gateway_workers_key(vault_dir: Path) -> None:
+    """A dealt vault says "auto": one serving process per usable CPU, at most 8."""
+    from evault.config import AUTO_WORKERS_MAX, auto_workers
+
+    text = (vault_dir / "gateway" / "gateway.toml").read_text()
+    assert 'workers = "auto"' in text
+    usable = len(os.sched_getaffinity(0))
+    path = vault_dir / "gateway" / "workers-test.toml"  # beside it: the same relative paths
+    path.write_text(text)
+    assert load_gateway_config(path).workers == auto_workers() == min(usable, AUTO_WORKERS_MAX)
+    for value, expected in (("3", 3), ("1", 1), ("64", 64)):
+        path.write_text(text.replace('workers = "auto"', f"workers = {value}"))
+        assert load_gateway_config(path).workers == expected
+    path.write_text(text.replace('workers = "auto"\n', ""))
+    assert load_gateway_config(path).workers == 1  # configs written before the key
+    for bad in ("0", "65", "true", '"two"', "1.5"):
+        path.write_text(text.replace('workers = "auto"', f"workers = {bad}"))
+        with pytest.raises(ConfigError, match=r"\[gateway\] workers must be an integer"):
+            load_gateway_config(path)

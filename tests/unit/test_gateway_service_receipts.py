@@ -110,6 +110,7 @@ def _gateway_config(tmp_path: Path, pki_paths: dict[str, Path], key: VaultKey) -
         database_url="sqlite:///unused",
         max_document_bytes=1 << 20,
         node_timeout_s=2.0,
+        workers=1,
         cluster=c,
         ca_cert=pki_paths["ca"],
         client_cert=pki_paths["gateway_cert"],

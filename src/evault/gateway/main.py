@@ -7,7 +7,11 @@ nodes), and serves the public API over HTTPS with uvicorn.  Start-up order:
 1. read the config and the vault's public key (once; the API hands it out);
 2. migrate the catalog to the newest schema (idempotent; several gateways may race safely);
 3. bind the listening socket (so a port clash is reported before anything else starts);
-4. in the server's lifespan: fail the deposits a previous run left pending, then serve.
+4. with ``[gateway] workers`` above 1, fork that many serving processes on the socket and
+   supervise them (``evault.gateway.workers``); each opens its own catalog engine and node
+   connections;
+5. in the server's lifespan (of the lone process, or of worker 0): fail the deposits a
+   previous run left pending, then serve.
 
 SIGTERM or SIGINT stops accepting connections, lets requests in flight finish (at most
 ``GRACEFUL_SHUTDOWN_S``), closes the node connections and the database pool, and exits.
@@ -21,7 +25,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -35,6 +39,7 @@ from evault.errors import ConfigError
 from evault.gateway.api import ApiSettings, VaultInfo
 from evault.gateway.app import Lifespan, create_app
 from evault.gateway.service import VaultService
+from evault.gateway.workers import supervise
 from evault.serving import configure_logging, settle_heap
 from evault.transport.coalesce import CoalescingHttpToolsProtocol
 from evault.transport.tls import server_context
@@ -99,19 +104,25 @@ async def sweep_every(service: VaultService, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
-def _lifespan(service: VaultService, catalog: Catalog) -> Lifespan:
+def _lifespan(service: VaultService, catalog: Catalog, *, maintenance: bool) -> Lifespan:
+    """Serve with ``service``; with ``maintenance`` (a lone gateway, or worker 0 of several),
+    first fail the deposits an earlier run left pending, and sweep the nodes hourly."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        cleaned = await service.cleanup_pending()
-        if cleaned:
-            log.info("failed %d deposit(s) left pending by an earlier run", len(cleaned))
-        sweeper = asyncio.create_task(sweep_every(service, SWEEP_EVERY_S))
+        sweeper = None
+        if maintenance:
+            cleaned = await service.cleanup_pending()
+            if cleaned:
+                log.info("failed %d deposit(s) left pending by an earlier run", len(cleaned))
+            sweeper = asyncio.create_task(sweep_every(service, SWEEP_EVERY_S))
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
             await service.aclose()
             catalog.close()
 
@@ -127,22 +138,23 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, announcing on stdout the address it really listens on (port 0 asks
-    the kernel for a free one) once the lifespan start-up is done."""
+    """uvicorn's server, calling ``on_ready`` once the lifespan start-up is done."""
 
-    def __init__(self, config: uvicorn.Config, announce: str) -> None:
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
         super().__init__(config)
-        self._announce = announce
+        self._on_ready = on_ready
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if not self.should_exit:
-            print(self._announce, flush=True)
+            self._on_ready()
 
 
 def run_gateway(config_path: str | Path, port: int | None = None) -> None:
     """Run the gateway of ``config_path`` until SIGTERM/SIGINT; ``port`` overrides the
-    config's (0 = any free port, printed on stdout when ready)."""
+    config's (0 = any free port, printed on stdout when ready).  With ``[gateway] workers``
+    above 1 this process binds the socket and supervises that many serving processes
+    (``evault.gateway.workers``)."""
     if port is not None and (not isinstance(port, int) or not 0 <= port <= 65535):
         raise ValueError(f"port: expected an int in [0, 65535], got {port!r}")
     _configure_logging()
@@ -153,6 +165,41 @@ def run_gateway(config_path: str | Path, port: int | None = None) -> None:
     catalog = Catalog(config.database_url)
     try:
         catalog.migrate()
+    finally:
+        catalog.close()  # each serving process opens its own engine: none crosses a fork
+    sock = _bind(config.host, config.port if port is None else port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    announce = READY_MESSAGE.format(host=bound_host, port=bound_port, vault=info.vault_id)
+
+    def ready() -> None:
+        print(announce, flush=True)
+
+    def serve(index: int, on_ready: Callable[[], None]) -> None:
+        _serve(config, info, tls, sock, maintenance=index == 0, on_ready=on_ready)
+
+    try:
+        if config.workers == 1:
+            serve(0, ready)
+        else:
+            log.info("gateway: %d workers on %s:%d", config.workers, bound_host, bound_port)
+            supervise(config.workers, serve, on_ready=ready, stop_grace_s=GRACEFUL_SHUTDOWN_S + 10)
+    finally:
+        sock.close()
+
+
+def _serve(
+    config: GatewayConfig,
+    info: VaultInfo,
+    tls: ssl.SSLContext,
+    sock: socket.socket,
+    *,
+    maintenance: bool,
+    on_ready: Callable[[], None],
+) -> None:
+    """Serve on ``sock`` until SIGTERM/SIGINT, with this process's own catalog engine and
+    node connections."""
+    catalog = Catalog(config.database_url)
+    try:
         service = VaultService(config, catalog)
     except BaseException:
         catalog.close()
@@ -163,8 +210,7 @@ def run_gateway(config_path: str | Path, port: int | None = None) -> None:
         service=service,
         max_document_bytes=config.max_document_bytes,
     )
-    app = create_app(settings, lifespan=_lifespan(service, catalog))
-    sock = _bind(config.host, config.port if port is None else port)
+    app = create_app(settings, lifespan=_lifespan(service, catalog, maintenance=maintenance))
     bound_host, bound_port = sock.getsockname()[:2]
 
     def tls_factory(_config: uvicorn.Config, _default: Any) -> ssl.SSLContext:
@@ -184,13 +230,9 @@ def run_gateway(config_path: str | Path, port: int | None = None) -> None:
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    announce = READY_MESSAGE.format(host=bound_host, port=bound_port, vault=info.vault_id)
-    server = _Server(server_config, announce)
-    try:
-        settle_heap()
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
+    server = _Server(server_config, on_ready)
+    settle_heap()
+    server.run(sockets=[sock])
 
 
 def _configure_logging() -> None:

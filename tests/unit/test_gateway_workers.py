@@ -1,0 +1,188 @@
+"""The gateway's worker supervisor (evault.gateway.workers), with real forked processes.
+
+Each test runs the supervisor in a child Python process (it forks and installs signal
+handlers, which pytest's own process must not), with a ``serve`` that records its pid and
+waits for SIGTERM; the real gateway with workers is tested in tests/integration.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import psutil
+import pytest
+
+from evault.gateway.workers import supervise
+
+SUPERVISOR = textwrap.dedent(
+    """
+    import json, logging, os, signal, sys, time
+    from pathlib import Path
+    from evault.gateway import workers
+    from evault.errors import ConfigError
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    workers.RESTART_DELAY_S = 0.2
+    out = Path(sys.argv[1])
+    count = int(sys.argv[2])
+    behaviour = sys.argv[3]
+
+    def serve(index, ready):
+        stopping = []
+        signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+        if behaviour == "fail-1" and index == 1:
+            raise ConfigError("database unreachable")
+        if behaviour == "stubborn":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        (out / f"worker-{index}-{os.getpid()}").write_text(str(os.getppid()))
+        ready()
+        deadline = time.monotonic() + 60
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def on_ready():
+        print("READY", flush=True)
+
+    try:
+        workers.supervise(count, serve, on_ready=on_ready, stop_grace_s=1.0)
+    except workers.WorkerFailed as exc:
+        print("FAILED", exc, flush=True)
+        sys.exit(3)
+    print("STOPPED", flush=True)
+    """
+)
+
+
+@contextmanager
+def supervisor(
+    tmp_path: Path, count: int, behaviour: str = "normal"
+) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, str(tmp_path), str(count), behaviour],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        pids = [p.pid for p in _children(proc.pid)]
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for pid in pids:  # by PID, in case a test failed before they were stopped
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def wait_for(what: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def workers_seen(tmp_path: Path) -> dict[int, list[int]]:
+    """worker index -> the pids that served as it, in the order they started."""
+    seen: dict[int, list[tuple[float, int]]] = {}
+    for path in tmp_path.glob("worker-*"):
+        _, index, pid = path.name.split("-")
+        seen.setdefault(int(index), []).append((path.stat().st_mtime, int(pid)))
+    return {index: [pid for _, pid in sorted(pids)] for index, pids in seen.items()}
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_ready_once_every_worker_serves_and_sigterm_stops_them_all(tmp_path: Path) -> None:
+    with supervisor(tmp_path, 3) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        seen = workers_seen(tmp_path)
+        assert sorted(seen) == [0, 1, 2]
+        pids = [p[0] for p in seen.values()]
+        assert sorted(pids) == sorted(p.pid for p in _children(proc.pid))
+        for path in tmp_path.glob("worker-*"):
+            assert path.read_text() == str(proc.pid)  # forked by the supervisor itself
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert proc.stdout.read().strip() == "STOPPED"
+        assert not any(alive(pid) for pid in pids)
+
+
+def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
+    with supervisor(tmp_path, 2) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        [first] = workers_seen(tmp_path)[1]
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: len(workers_seen(tmp_path)[1]) == 2)
+        second = workers_seen(tmp_path)[1][1]
+        assert second != first and alive(second)
+        assert len(workers_seen(tmp_path)[0]) == 1  # the other one was left alone
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        assert not alive(second)
+        assert proc.stderr is not None
+        log = proc.stderr.read()
+        assert f"gateway worker 1 (pid {first}) exited (killed by signal SIGKILL)" in log
+
+
+def test_a_worker_failing_at_start_up_stops_the_gateway_with_an_error(tmp_path: Path) -> None:
+    with supervisor(tmp_path, 2, "fail-1") as proc:
+        assert proc.wait(timeout=30) == 3
+        assert proc.stdout is not None and proc.stderr is not None
+        out = proc.stdout.read()
+        assert "FAILED gateway worker 1" in out and "exited during start-up" in out
+        assert "READY" not in out
+        assert "gateway worker 1: database unreachable" in proc.stderr.read()
+        for pids in workers_seen(tmp_path).values():  # worker 0, if it got that far
+            assert not any(alive(pid) for pid in pids)  # stopped, not left serving
+
+
+def test_workers_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    with supervisor(tmp_path, 2) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        pids = [p[0] for p in workers_seen(tmp_path).values()]
+        proc.kill()
+        proc.wait(timeout=10)
+        wait_for(lambda: not any(alive(pid) for pid in pids))
+
+
+def test_a_worker_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    with supervisor(tmp_path, 1, "stubborn") as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        [[pid]] = workers_seen(tmp_path).values()
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert 0.9 <= time.monotonic() - t0 < 10  # the 1 s grace, then SIGKILL
+        assert not alive(pid)
+        assert proc.stderr is not None
+        assert f"gateway worker 0 (pid {pid}) did not stop in time: killed" in proc.stderr.read()
+
+
+def test_count_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="count"):
+        supervise(0, lambda _i, _r: None, on_ready=lambda: None, stop_grace_s=1.0)
