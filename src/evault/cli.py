@@ -75,6 +75,13 @@ def bench_crypto(json_output: bool, quick: bool) -> None:
 @click.option("--duration-s", type=click.FloatRange(min=0.2), default=None, help="Per point.")
 @click.option("--client-procs", type=click.IntRange(1, 16), default=1, show_default=True)
 @click.option("--key-bits", type=click.Choice(["2048", "3072"]), default="3072", show_default=True)
+@click.option(
+    "--gateway-workers",
+    default="auto",
+    show_default=True,
+    help='The gateway\'s serving processes: "auto" (one per core, as `evault init` writes) '
+    "or a number.",
+)
 def bench_vault(
     json_output: bool,
     quick: bool,
@@ -82,6 +89,7 @@ def bench_vault(
     duration_s: float | None,
     client_procs: int,
     key_bits: str,
+    gateway_workers: str,
 ) -> None:
     """Figures 3 and 4 of the paper (retrievals and deposits) on a real local vault."""
     from evault.bench.vault import run
@@ -93,7 +101,22 @@ def bench_vault(
         duration_s=duration_s,
         client_procs=client_procs,
         key_bits=int(key_bits),
+        gateway_workers=_workers_option(gateway_workers),
     )
+
+
+def _workers_option(text: str) -> int | str:
+    from evault.config import MAX_WORKERS
+
+    if text == "auto":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise click.BadParameter(f'"auto" or a number from 1 to {MAX_WORKERS}, not {text!r}')
+    return count
 
 
 # --- storage node: `evault node` (src/evault/node) ------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def test_quick_plan_is_the_default_setting_at_c1_and_c4_without_profiles() -> No
     assert plan.duration_s == bench.QUICK_DURATION_S
     assert plan.profile is False
     assert plan_bench(quick=True, duration_s=2.5).duration_s == 2.5
+    assert plan_bench(quick=True).gateway_workers == "auto"  # as `evault init` writes
+    assert plan_bench(quick=True, gateway_workers=1).gateway_workers == 1
 
 
 @pytest.mark.parametrize(
@@ -73,6 +76,8 @@ def test_quick_plan_is_the_default_setting_at_c1_and_c4_without_profiles() -> No
         ({"duration_s": math.inf}, "duration_s"),
         ({"key_bits": 1024}, "key_bits"),
         ({"client_procs": 0}, "client_procs"),
+        ({"gateway_workers": 0}, "gateway_workers"),
+        ({"gateway_workers": "many"}, "gateway_workers"),
     ],
 )
 def test_plan_rejects_bad_parameters_by_name(kwargs: dict[str, float], word: str) -> None:
@@ -146,6 +151,8 @@ def test_cpu_share_groups_processes_and_finds_other_tenants() -> None:
     assert share.other_s == pytest.approx(3.8 - 3.3)
     assert share.busy_share == pytest.approx(3.8 / 4.0)
     assert share.gateway_share == pytest.approx(0.75)
+    two = cpu_share(before, after, machine_busy_s=3.8, wall_s=2.0, cores=2, gateway_workers=2)
+    assert two.gateway_share == pytest.approx(0.375) and two.to_json()["gateway_workers"] == 2
     # The machine counter can lag our processes' counters: "other" never goes negative.
     assert cpu_share(before, after, machine_busy_s=1.0, wall_s=2.0, cores=2).other_s == 0.0
     with pytest.raises(ValueError, match="cores"):
@@ -172,6 +179,18 @@ def test_bottleneck_names_what_ran_out() -> None:
     assert "nodes" in bottleneck(_cpu(nodes_s=1.6, gateway_s=0.2))
     assert "other tenants" in bottleneck(_cpu(other_s=1.5, gateway_s=0.3))
     assert bottleneck(_cpu(gateway_s=0.95)) == "the gateway's one core"
+    # Two workers: the gateway may use both cores, so 0.95 cores is not its limit...
+    assert bottleneck(_cpu(gateway_s=0.95, gateway_workers=2)).startswith("no CPU limit")
+    # ...but 1.8 is (with the rest idle, an unlikely window, checked for the wording).
+    assert (
+        bottleneck(
+            _cpu(gateway_s=1.8, nodes_s=0.0, node_max_s=0.0, clients_s=0.0, gateway_workers=2)
+        )
+        == "the machine's 2 cores (most to the gateway)"
+    )
+    assert bottleneck(_cpu(gateway_s=1.7, cores=4, gateway_workers=2)) == (
+        "the gateway's 2 workers' cores"
+    )
     assert bottleneck(_cpu(node_max_s=0.9, nodes_s=0.9)) == "a node's one core"
     assert bottleneck(_cpu()).startswith("no CPU limit")
 
@@ -495,3 +514,28 @@ def test_py_spy_is_found_next_to_the_interpreter_when_not_on_path(
     # An explicit EVAULT_PY_SPY wins, and one that cannot run means no profile.
     monkeypatch.setenv("EVAULT_PY_SPY", str(tmp_path / "missing"))
     assert bench._find_py_spy() is None
+
+
+def test_cpu_seconds_of_the_gateway_count_its_workers() -> None:
+    """The gateway's CPU is its supervisor's and its workers' (children); a node's is its own."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from evault.bench.vault import _cpu_seconds
+
+    me = psutil.Process()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+    child = subprocess.Popen([sys.executable, "-c", burn + "time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 30
+        while sum(psutil.Process(child.pid).cpu_times()[:2]) < 0.35:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        alone = _cpu_seconds(me)
+        with_children = _cpu_seconds(me, with_children=True)
+        assert with_children - alone >= 0.35
+    finally:
+        child.kill()
+        child.wait(timeout=10)

@@ -79,6 +79,7 @@ from evault.bench.loadgen import (
     check_statement,
     verify_receipt_signature,
 )
+from evault.config import MAX_WORKERS
 from evault.errors import BenchChecksFailed, BenchError
 
 KIB: Final = 1024
@@ -146,6 +147,9 @@ class BenchPlan:
     #: shared.  The budget bounds the run: a busy neighbour adds at most that much.
     retries: int = 2
     retry_budget_s: float = 120.0
+    #: ``[gateway] workers`` of the vaults measured: "auto" (one per core), as `evault init`
+    #: writes, or a number
+    gateway_workers: int | str = "auto"
 
     def points(self, setting: VaultSetting) -> list[PointKey]:
         """Retrievals first (the catalog is then smallest), each size at every C."""
@@ -168,6 +172,7 @@ def plan_bench(
     key_bits: int = 3072,
     client_procs: int = 1,
     profile: bool = True,
+    gateway_workers: int | str = "auto",
 ) -> BenchPlan:
     """The default plan: the full run measures the defaults and the paper's setting, each at
     C = 1, 4 and 16 (issue 7's Figure 3), in 3 s windows, which fits the 10-minute budget on
@@ -179,6 +184,10 @@ def plan_bench(
         raise ValueError(f"key_bits: expected 2048 or 3072, got {key_bits!r}")
     if client_procs < 1:
         raise ValueError(f"client_procs: expected >= 1, got {client_procs!r}")
+    if gateway_workers != "auto" and not (
+        isinstance(gateway_workers, int) and 1 <= gateway_workers <= MAX_WORKERS
+    ):
+        raise ValueError(f'gateway_workers: expected "auto" or 1..{MAX_WORKERS}')
     default = VaultSetting("default", 5, 3, 4, (1, HEADLINE_C) if quick else CONCURRENCIES)
     paper = VaultSetting("paper", 3, 2, 3, CONCURRENCIES)
     return BenchPlan(
@@ -191,6 +200,7 @@ def plan_bench(
         quick=quick,
         retries=1 if quick else 2,
         retry_budget_s=20.0 if quick else 120.0,
+        gateway_workers=gateway_workers,
     )
 
 
@@ -263,6 +273,8 @@ class CpuShare:
     clients_s: float
     bench_s: float
     other_s: float
+    #: the gateway's serving processes (``gateway_s`` is theirs and the supervisor's)
+    gateway_workers: int = 1
 
     @property
     def busy_share(self) -> float:
@@ -272,8 +284,10 @@ class CpuShare:
 
     @property
     def gateway_share(self) -> float:
-        """Fraction of ONE core used by the gateway (one Python process: about its ceiling)."""
-        return self.gateway_s / self.wall_s if self.wall_s > 0 else 0.0
+        """Fraction of the gateway's cores in use, one per worker (each worker is one event
+        loop: about one core is its ceiling)."""
+        capacity = self.wall_s * min(self.gateway_workers, self.cores)
+        return self.gateway_s / capacity if capacity > 0 else 0.0
 
     def to_json(self) -> dict[str, float | int]:
         return {
@@ -285,6 +299,7 @@ class CpuShare:
             "clients_s": round(self.clients_s, 3),
             "bench_s": round(self.bench_s, 3),
             "other_s": round(self.other_s, 3),
+            "gateway_workers": self.gateway_workers,
             "busy_share": round(self.busy_share, 3),
         }
 
@@ -296,10 +311,11 @@ def cpu_share(
     machine_busy_s: float,
     wall_s: float,
     cores: int,
+    gateway_workers: int = 1,
 ) -> CpuShare:
     """CPU seconds per group from two snapshots of cumulative per-process CPU seconds, keyed
-    ``gateway``, ``node-<i>``, ``client-<pid>`` and ``bench``; ``machine_busy_s`` is the
-    whole machine's busy time over the same window."""
+    ``gateway`` (with its workers), ``node-<i>``, ``client-<pid>`` and ``bench``;
+    ``machine_busy_s`` is the whole machine's busy time over the same window."""
     if cores < 1:
         raise ValueError(f"cores: expected >= 1, got {cores!r}")
     spent = {name: max(0.0, after[name] - before.get(name, 0.0)) for name in after}
@@ -315,6 +331,7 @@ def cpu_share(
         clients_s=clients,
         bench_s=spent.get("bench", 0.0),
         other_s=max(0.0, machine_busy_s - ours),
+        gateway_workers=gateway_workers,
     )
 
 
@@ -330,7 +347,9 @@ def bottleneck(cpu: CpuShare) -> str:
         )[0]
         return f"the machine's {cpu.cores} cores (most to the {heaviest})"
     if cpu.gateway_share >= SATURATED:
-        return "the gateway's one core"
+        if cpu.gateway_workers == 1:
+            return "the gateway's one core"
+        return f"the gateway's {cpu.gateway_workers} workers' cores"
     if cpu.wall_s > 0 and cpu.node_max_s / cpu.wall_s >= SATURATED:
         return "a node's one core"
     return "no CPU limit reached (waiting: disk sync, locks or round trips)"
@@ -675,7 +694,8 @@ def where_time_goes(results: Sequence[PointResult]) -> list[str]:
             f"{op.capitalize()} {size_label(size)} at C={HEADLINE_C}: "
             f"{_fmt(r.ops_per_min, 0)}/min; CPU per operation: gateway {_fmt(per_op['gateway'])} "
             f"ms, all nodes {_fmt(per_op['nodes'])} ms, client {_fmt(per_op['clients'])} ms; "
-            f"gateway at {cpu.gateway_share:.0%} of one core, nodes "
+            f"gateway {cpu.gateway_s / cpu.wall_s:.2f} cores ({cpu.gateway_workers} "
+            f"worker{'s' if cpu.gateway_workers != 1 else ''}), nodes "
             f"{cpu.nodes_s / cpu.wall_s:.2f} cores, machine {cpu.busy_share:.0%} busy "
             f"(other tenants {cpu.other_s / cpu.wall_s:.2f} cores); limit: {bottleneck(cpu)}"
             + _node_traffic(r)
@@ -850,6 +870,7 @@ def markdown_report(
         f"{meta.get('date', '')} · {meta.get('key_bits')}-bit vault key · "
         f"{meta.get('duration_s')} s per point · {meta.get('cores')} cores · "
         f"{meta.get('client_procs')} load-generator process(es) · "
+        f"{meta.get('gateway_workers', 1)} gateway worker(s) · "
         f"{'quick' if meta.get('quick') else 'full'} run in {meta.get('run_s', '?')} s · "
         f"commit {meta.get('commit') or '?'}",
         *_speed_line(meta),
@@ -918,8 +939,9 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _relocate(directory: Path) -> int:
-    """Give a copied vault free ports (nodes and gateway); return the gateway port."""
+def _relocate(directory: Path, gateway_workers: int | str) -> int:
+    """Give a copied vault free ports (nodes and gateway) and the plan's gateway workers;
+    return the gateway port."""
     import tomli_w
 
     def rewrite(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
@@ -938,6 +960,7 @@ def _relocate(directory: Path) -> int:
 
     def edit_gateway(doc: dict[str, Any]) -> None:
         doc["gateway"]["port"] = ports[n]
+        doc["gateway"]["workers"] = gateway_workers
         for entry in doc["nodes"]:
             entry["url"] = f"https://127.0.0.1:{ports[entry['index'] - 1]}"
 
@@ -966,9 +989,18 @@ def _template(
     return path
 
 
-def _cpu_seconds(process: Any) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+def _cpu_seconds(process: Any, *, with_children: bool = False) -> float:
+    """The CPU seconds of ``process`` (``with_children``: and of its children now alive, the
+    gateway's workers)."""
+    import psutil
+
+    total = 0.0
+    children = process.children(recursive=True) if with_children else []
+    for p in (process, *children):
+        with contextlib.suppress(psutil.Error):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _machine_busy_s() -> float:
@@ -1036,6 +1068,7 @@ class _Live:
     key_bits: int
     codec: str
     segment_bytes: int
+    gateway_workers: int
     documents: dict[int, RetrieveWork] = field(default_factory=dict)
     processes: dict[str, Any] = field(default_factory=dict)
 
@@ -1069,12 +1102,14 @@ def _start_vault(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
+    from evault.config import load_gateway_config
     from evault.local import start_cluster
 
     template = _template(out_dir, setting, plan.key_bits, say)
     directory = run_root / setting.label
     shutil.copytree(template, directory)
-    port = _relocate(directory)
+    port = _relocate(directory, plan.gateway_workers)
+    workers = load_gateway_config(directory / "gateway" / "gateway.toml").workers
     log_dir = out_dir / "logs" / setting.label
     shutil.rmtree(log_dir, ignore_errors=True)
     say(f"starting {setting.title}: {setting.n} nodes and a gateway")
@@ -1115,6 +1150,7 @@ def _start_vault(
             key_bits=key.key_size,
             codec=str(info["codec"]),
             segment_bytes=int(info["segment_bytes"]),
+            gateway_workers=workers,
         )
         for name, popen in cluster.processes.items():
             live.processes[name] = psutil.Process(popen.pid)
@@ -1207,6 +1243,7 @@ class _Window:
         for pid in client_pids:
             self.processes[f"client-{pid}"] = psutil.Process(pid)
         self.processes["bench"] = psutil.Process()
+        self.gateway_workers = live.gateway_workers
         self.log = live.gateway_log()
         self.node_logs = [live.log_dir / f"node-{i}.log" for i in range(1, live.setting.n + 1)]
         self.node_spans: list[tuple[int, int]] = []
@@ -1218,7 +1255,10 @@ class _Window:
         self.wall = (0.0, 0.0)
 
     def _snapshot(self) -> dict[str, float]:
-        return {name: _cpu_seconds(p) for name, p in self.processes.items()}
+        return {
+            name: _cpu_seconds(p, with_children=name == "gateway")
+            for name, p in self.processes.items()
+        }
 
     @staticmethod
     def _size(path: Path) -> int:
@@ -1264,6 +1304,7 @@ class _Window:
             machine_busy_s=self.busy[1] - self.busy[0],
             wall_s=self.wall[1] - self.wall[0],
             cores=self.cores,
+            gateway_workers=self.gateway_workers,
         )
 
     def access_lines(self) -> list[AccessLine] | None:
@@ -1349,6 +1390,8 @@ def _spy_starter(
             command = [py_spy, "record", "--pid", str(live.processes[proc].pid)]
             command += ["--duration", str(seconds), "--rate", "200", "--format", "raw"]
             command += ["--nonblocking", "--output", str(raw)]
+            if proc == "gateway":
+                command += ["--subprocesses"]  # its workers, when it has several
             spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             spies[proc] = (spy, raw)
 
@@ -1396,6 +1439,7 @@ def run(
     duration_s: float | None = None,
     client_procs: int = 1,
     key_bits: int = 3072,
+    gateway_workers: int | str = "auto",
 ) -> None:
     """Run the benchmark (see the module text); raises ``BenchChecksFailed`` at the end when
     any client check failed (after writing every output)."""
@@ -1406,7 +1450,11 @@ def run(
     from evault.progress import task_progress
 
     plan = plan_bench(
-        quick=quick, duration_s=duration_s, key_bits=key_bits, client_procs=client_procs
+        quick=quick,
+        duration_s=duration_s,
+        key_bits=key_bits,
+        client_procs=client_procs,
+        gateway_workers=gateway_workers,
     )
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1420,6 +1468,7 @@ def run(
     shutil.rmtree(run_root, ignore_errors=True)
     run_root.mkdir(parents=True)
     key_bits_seen = plan.key_bits
+    workers_seen: int | None = None
     retry_budget = RetryBudget(plan.retry_budget_s)
     progress = task_progress(console)
     try:
@@ -1433,6 +1482,7 @@ def run(
                 progress.update(task, description=f"{setting.title}: starting")
                 live = _start_vault(setting, plan, out_dir, run_root, say)
                 key_bits_seen = live.key_bits
+                workers_seen = live.gateway_workers
                 pool = None
                 try:
                     pool = ClientPool(plan.client_procs)
@@ -1486,6 +1536,7 @@ def run(
         "duration_s": plan.duration_s,
         "cores": os.cpu_count(),
         "client_procs": plan.client_procs,
+        "gateway_workers": workers_seen,
         "python": platform.python_version(),
         "settings": {s.label: {"n": s.n, "m": s.m, "k": s.k} for s in plan.settings},
         "py_spy": bool(py_spy),
