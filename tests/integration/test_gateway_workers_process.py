@@ -15,19 +15,13 @@ import psutil
 
 from tests.integration.test_vault_e2e import deposit, retrieve
 from tests.integration.vault_fixtures import LiveVault, VaultFactory
+from tests.processes import alive
 
 WORKERS = 3
 
 
 def workers_of(v: LiveVault) -> list[int]:
     return sorted(p.pid for p in psutil.Process(v.cluster.processes["gateway"].pid).children())
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def fresh_client(v: LiveVault) -> httpx.Client:

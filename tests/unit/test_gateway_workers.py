@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from evault.gateway.workers import supervise
+from tests.processes import alive
 
 SUPERVISOR = textwrap.dedent(
     """
@@ -104,13 +105,6 @@ def workers_seen(tmp_path: Path) -> dict[int, list[int]]:
         _, index, pid = path.name.split("-")
         seen.setdefault(int(index), []).append((path.stat().st_mtime, int(pid)))
     return {index: [pid for _, pid in sorted(pids)] for index, pids in seen.items()}
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_ready_once_every_worker_serves_and_sigterm_stops_them_all(tmp_path: Path) -> None:

@@ -175,7 +175,8 @@ def run_gateway(config_path: str | Path, port: int | None = None) -> None:
         print(announce, flush=True)
 
     def serve(index: int, on_ready: Callable[[], None]) -> None:
-        _serve(config, info, tls, sock, maintenance=index == 0, on_ready=on_ready)
+        address = (bound_host, bound_port)
+        _serve(config, info, tls, sock, address, maintenance=index == 0, on_ready=on_ready)
 
     try:
         if config.workers == 1:
@@ -192,12 +193,14 @@ def _serve(
     info: VaultInfo,
     tls: ssl.SSLContext,
     sock: socket.socket,
+    address: tuple[str, int],
     *,
     maintenance: bool,
     on_ready: Callable[[], None],
 ) -> None:
-    """Serve on ``sock`` until SIGTERM/SIGINT, with this process's own catalog engine and
-    node connections."""
+    """Serve on ``sock`` (bound to ``address``) until SIGTERM/SIGINT, with this process's own
+    catalog engine and node connections; ``maintenance``: run the start-up clean-up and the
+    hourly sweep here."""
     catalog = Catalog(config.database_url)
     try:
         service = VaultService(config, catalog)
@@ -211,7 +214,7 @@ def _serve(
         max_document_bytes=config.max_document_bytes,
     )
     app = create_app(settings, lifespan=_lifespan(service, catalog, maintenance=maintenance))
-    bound_host, bound_port = sock.getsockname()[:2]
+    bound_host, bound_port = address
 
     def tls_factory(_config: uvicorn.Config, _default: Any) -> ssl.SSLContext:
         return tls
