@@ -1,6 +1,7 @@
 """A real gateway with several workers (``[gateway] workers``, evault.gateway.workers): they
-share its one port and its catalog, a worker that dies is replaced while the others serve, and
-stopping or killing the gateway's PID leaves no worker behind."""
+share its one port and its catalog, connections are dealt evenly among them, a worker that
+dies is replaced while the others serve, and stopping or killing the gateway's PID leaves no
+worker behind."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,9 +27,56 @@ def workers_of(v: LiveVault) -> list[int]:
 
 
 def fresh_client(v: LiveVault) -> httpx.Client:
-    """A client on its own new connection (so the kernel hands it to any worker)."""
+    """A client on its own new connection (so the gateway may deal it to any worker)."""
     ctx = ssl.create_default_context(cafile=str(v.directory / "client" / "ca.pem"))
     return httpx.Client(base_url=v.url, verify=ctx, timeout=60.0)
+
+
+def served(pid: int, port: int) -> int:
+    """Client connections open in process ``pid`` on the gateway's ``port``."""
+    return sum(
+        1
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def wait_for(what: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_connections_are_dealt_evenly_and_tls_runs_in_the_workers(
+    vault_factory: VaultFactory, tmp_path: Path
+) -> None:
+    v = vault_factory.start(tmp_path / "vault", gateway={"workers": WORKERS})
+    try:
+        port = httpx.URL(v.url).port
+        assert port is not None
+        supervisor = v.cluster.processes["gateway"].pid
+        workers = workers_of(v)
+        assert v.client.get("/api/v1/vault").status_code == 200  # the vault's own connection
+        wait_for(lambda: sum(served(pid, port) for pid in workers) == 1)
+        clients = [fresh_client(v) for _ in range(2 * WORKERS)]
+        try:
+            for c in clients:  # each on its own persistent connection, all held open
+                assert c.get("/api/v1/vault").status_code == 200
+            loads = [served(pid, port) for pid in workers]
+            assert sum(loads) == 2 * WORKERS + 1
+            assert max(loads) - min(loads) <= 1, loads
+            # The supervisor only deals: it keeps none of the connections it accepted.
+            assert served(supervisor, port) == 0
+            for c in clients:
+                c.close()
+            # Each worker sees its clients go (and tells the supervisor: see the unit tests).
+            wait_for(lambda: sum(served(pid, port) for pid in workers) == 1)
+        finally:
+            for c in clients:
+                c.close()
+    finally:
+        v.stop()
 
 
 def test_workers_serve_one_vault_and_one_that_dies_is_replaced(

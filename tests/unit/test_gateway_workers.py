@@ -1,14 +1,17 @@
 """The gateway's worker supervisor (evault.gateway.workers), with real forked processes.
 
 Each test runs the supervisor in a child Python process (it forks and installs signal
-handlers, which pytest's own process must not), with a ``serve`` that records its pid and
-waits for SIGTERM; the real gateway with workers is tested in tests/integration.
+handlers, which pytest's own process must not), with a ``serve`` that records its pid, greets
+each connection it is handed with its worker index (one byte), keeps it until the client
+closes it, and stops on SIGTERM; the real gateway with workers is tested in tests/integration.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -25,18 +28,20 @@ from tests.processes import alive
 
 SUPERVISOR = textwrap.dedent(
     """
-    import json, logging, os, signal, sys, time
+    import logging, os, selectors, signal, socket, sys, time
     from pathlib import Path
     from evault.gateway import workers
     from evault.errors import ConfigError
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    workers.RESTART_DELAY_S = 0.2
     out = Path(sys.argv[1])
     count = int(sys.argv[2])
     behaviour = sys.argv[3]
+    workers.RESTART_DELAY_S = 30.0 if behaviour in ("slow-restart", "deaf-1") else 0.2
+    listener = socket.create_server(("127.0.0.1", 0))
+    (out / "port").write_text(str(listener.getsockname()[1]))
 
-    def serve(index, ready):
+    def serve(index, ready, intake):
         stopping = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
         if behaviour == "fail-1" and index == 1:
@@ -44,16 +49,31 @@ SUPERVISOR = textwrap.dedent(
         if behaviour == "stubborn":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         (out / f"worker-{index}-{os.getpid()}").write_text(str(os.getppid()))
+        selector = selectors.DefaultSelector()
+        if not (behaviour == "deaf-1" and index == 1):  # deaf: never takes a connection
+            selector.register(intake.fileno(), selectors.EVENT_READ)
+        finished = 0
         ready()
         deadline = time.monotonic() + 60
         while not stopping and time.monotonic() < deadline:
-            time.sleep(0.02)
+            for key, _ in selector.select(0.02):
+                if key.data is None:
+                    for conn in intake.receive():
+                        conn.setblocking(True)
+                        conn.sendall(bytes([index]))
+                        selector.register(conn, selectors.EVENT_READ, conn)
+                elif not key.data.recv(1):  # the client closed it
+                    selector.unregister(key.data)
+                    key.data.close()
+                    intake.finished()
+                    finished += 1
+                    (out / f"finished-{index}-{finished}").touch()
 
     def on_ready():
         print("READY", flush=True)
 
     try:
-        workers.supervise(count, serve, on_ready=on_ready, stop_grace_s=1.0)
+        workers.supervise(count, serve, listener=listener, on_ready=on_ready, stop_grace_s=1.0)
     except workers.WorkerFailed as exc:
         print("FAILED", exc, flush=True)
         sys.exit(3)
@@ -177,6 +197,92 @@ def test_a_worker_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> 
         assert f"gateway worker 0 (pid {pid}) did not stop in time: killed" in proc.stderr.read()
 
 
+def connect(tmp_path: Path) -> tuple[socket.socket, int]:
+    """A new connection to the supervised port, and the index of the worker that greets it."""
+    conn = socket.create_connection(("127.0.0.1", int((tmp_path / "port").read_text())), 10)
+    conn.settimeout(10)
+    greeting = conn.recv(1)
+    assert len(greeting) == 1, "the connection was closed instead of served"
+    return conn, greeting[0]
+
+
+def test_connections_go_to_the_worker_with_the_fewest(tmp_path: Path) -> None:
+    with supervisor(tmp_path, 2) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        conns = [connect(tmp_path) for _ in range(6)]
+        try:
+            # Dealt in turn while the loads are even: never two ahead on one worker.
+            indices = [index for _, index in conns]
+            assert sorted(indices) == [0, 0, 0, 1, 1, 1]
+            assert all(a != b for a, b in itertools.pairwise(indices))
+            # Worker 0's connections end: the next three all go to it, not in turn.
+            for conn, index in conns:
+                if index == 0:
+                    conn.close()
+            wait_for(lambda: (tmp_path / "finished-0-3").exists())
+            more = [connect(tmp_path) for _ in range(3)]
+            conns += more
+            assert [index for _, index in more] == [0, 0, 0]
+        finally:
+            for conn, _ in conns:
+                conn.close()
+
+
+def test_a_dead_worker_is_dealt_nothing_and_no_connection_is_lost(tmp_path: Path) -> None:
+    with supervisor(tmp_path, 2, "slow-restart") as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        [first] = workers_seen(tmp_path)[1]
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: not psutil.pid_exists(first))  # reaped by the supervisor
+        conns = [connect(tmp_path) for _ in range(3)]
+        try:
+            assert [index for _, index in conns] == [0, 0, 0]
+        finally:
+            for conn, _ in conns:
+                conn.close()
+
+
+def test_connections_a_dying_worker_had_not_taken_are_dealt_again(tmp_path: Path) -> None:
+    with supervisor(tmp_path, 2, "deaf-1") as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        first, index = connect(tmp_path)
+        with first:
+            assert index == 0
+            port = int((tmp_path / "port").read_text())
+            with socket.create_connection(("127.0.0.1", port), 10) as second:
+                second.settimeout(10)
+                time.sleep(0.3)  # dealt to worker 1, which never takes it
+                [deaf] = workers_seen(tmp_path)[1]
+                os.kill(deaf, signal.SIGKILL)
+                assert second.recv(1) == bytes([0])  # the same connection, now worker 0's
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert proc.stderr is not None
+        assert "gateway worker 1 left 1 connection(s) untaken: dealt again" in proc.stderr.read()
+
+
+def test_connections_wait_while_no_worker_is_ready(tmp_path: Path) -> None:
+    with supervisor(tmp_path, 1) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        [first] = workers_seen(tmp_path)[0]
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: not psutil.pid_exists(first))
+        # In the backlog until the replacement (0.2 s later) is ready, then served by it.
+        conn, index = connect(tmp_path)
+        with conn:
+            assert index == 0
+            assert len(workers_seen(tmp_path)[0]) == 2
+
+
 def test_count_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="count"):
-        supervise(0, lambda _i, _r: None, on_ready=lambda: None, stop_grace_s=1.0)
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        pytest.raises(ValueError, match="count"),
+    ):
+        supervise(
+            0, lambda _i, _r, _t: None, listener=listener, on_ready=lambda: None, stop_grace_s=1.0
+        )

@@ -7,9 +7,10 @@ nodes), and serves the public API over HTTPS with uvicorn.  Start-up order:
 1. read the config and the vault's public key (once; the API hands it out);
 2. migrate the catalog to the newest schema (idempotent; several gateways may race safely);
 3. bind the listening socket (so a port clash is reported before anything else starts);
-4. with ``[gateway] workers`` above 1, fork that many serving processes on the socket and
-   supervise them (``evault.gateway.workers``); each opens its own catalog engine and node
-   connections;
+4. with ``[gateway] workers`` above 1, fork that many serving processes and supervise them
+   (``evault.gateway.workers``): this process accepts the connections and deals them out;
+   each worker opens its own catalog engine and node connections, and runs TLS and HTTP on
+   the connections it is handed;
 5. in the server's lifespan (of the lone process, or of worker 0): fail the deposits a
    previous run left pending, then serve.
 
@@ -39,7 +40,7 @@ from evault.errors import ConfigError
 from evault.gateway.api import ApiSettings, VaultInfo
 from evault.gateway.app import Lifespan, create_app
 from evault.gateway.service import VaultService
-from evault.gateway.workers import supervise
+from evault.gateway.workers import Intake, supervise
 from evault.serving import configure_logging, settle_heap
 from evault.transport.coalesce import CoalescingHttpToolsProtocol
 from evault.transport.tls import server_context
@@ -138,16 +139,80 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, calling ``on_ready`` once the lifespan start-up is done."""
+    """uvicorn's server, calling ``on_ready`` once the lifespan start-up is done; with an
+    ``intake`` (a worker of several) it serves the connections the supervisor hands over
+    instead of listening itself."""
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, on_ready: Callable[[], None], intake: Intake | None
+    ) -> None:
         super().__init__(config)
         self._on_ready = on_ready
+        self._intake = intake
+        self._adopting: set[asyncio.Task[None]] = set()
+        self._protocol: Callable[[], asyncio.Protocol] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
-        if not self.should_exit:
-            self._on_ready()
+        if self.should_exit:
+            return
+        if self._intake is not None:
+            self._protocol = self._counted_protocol(self._intake)
+            asyncio.get_running_loop().add_reader(self._intake.fileno(), self._take_connections)
+        self._on_ready()
+
+    def _counted_protocol(self, intake: Intake) -> Callable[[], asyncio.Protocol]:
+        """uvicorn's protocol for a handed-over connection, telling ``intake`` when it ends."""
+        config = self.config
+        base: type[Any] = config.http_protocol_class
+
+        class Counted(base):  # type: ignore[misc]
+            def connection_lost(self, exc: Exception | None) -> None:
+                try:
+                    super().connection_lost(exc)
+                finally:
+                    intake.finished()
+
+        def protocol() -> asyncio.Protocol:
+            made: asyncio.Protocol = Counted(
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+            return made
+
+        return protocol
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._intake is not None:  # stop taking connections, as a listener would
+            asyncio.get_running_loop().remove_reader(self._intake.fileno())
+        await super().shutdown(sockets=sockets)
+
+    def _take_connections(self) -> None:
+        intake, protocol = self._intake, self._protocol
+        assert intake is not None and protocol is not None
+        loop = asyncio.get_running_loop()
+        try:
+            connections = intake.receive()
+        except EOFError:  # the supervisor is gone (and this process with it, soon)
+            loop.remove_reader(intake.fileno())
+            self.should_exit = True
+            return
+        for conn in connections:
+            task = loop.create_task(self._adopt(conn, intake, protocol))
+            self._adopting.add(task)
+            task.add_done_callback(self._adopting.discard)
+
+    async def _adopt(
+        self, conn: socket.socket, intake: Intake, protocol: Callable[[], asyncio.Protocol]
+    ) -> None:
+        """Run TLS and uvicorn's HTTP protocol on a handed-over connection."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(protocol, conn, ssl=self.config.ssl)
+        except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
+            # As with a listening server: a failed handshake is the client's business.
+            log.debug("gateway: a connection ended before serving: %s", exc)
+            conn.close()
+            intake.finished()
 
 
 def run_gateway(config_path: str | Path, port: int | None = None) -> None:
@@ -174,16 +239,23 @@ def run_gateway(config_path: str | Path, port: int | None = None) -> None:
     def ready() -> None:
         print(announce, flush=True)
 
-    def serve(index: int, on_ready: Callable[[], None]) -> None:
-        address = (bound_host, bound_port)
-        _serve(config, info, tls, sock, address, maintenance=index == 0, on_ready=on_ready)
+    address = (bound_host, bound_port)
+
+    def serve(index: int, on_ready: Callable[[], None], intake: Intake) -> None:
+        _serve(config, info, tls, intake, address, maintenance=index == 0, on_ready=on_ready)
 
     try:
         if config.workers == 1:
-            serve(0, ready)
+            _serve(config, info, tls, sock, address, maintenance=True, on_ready=ready)
         else:
             log.info("gateway: %d workers on %s:%d", config.workers, bound_host, bound_port)
-            supervise(config.workers, serve, on_ready=ready, stop_grace_s=GRACEFUL_SHUTDOWN_S + 10)
+            supervise(
+                config.workers,
+                serve,
+                listener=sock,
+                on_ready=ready,
+                stop_grace_s=GRACEFUL_SHUTDOWN_S + 10,
+            )
     finally:
         sock.close()
 
@@ -192,15 +264,15 @@ def _serve(
     config: GatewayConfig,
     info: VaultInfo,
     tls: ssl.SSLContext,
-    sock: socket.socket,
+    source: socket.socket | Intake,
     address: tuple[str, int],
     *,
     maintenance: bool,
     on_ready: Callable[[], None],
 ) -> None:
-    """Serve on ``sock`` (bound to ``address``) until SIGTERM/SIGINT, with this process's own
-    catalog engine and node connections; ``maintenance``: run the start-up clean-up and the
-    hourly sweep here."""
+    """Serve the connections of ``source`` (the listening socket, bound to ``address``, or a
+    worker's intake) until SIGTERM/SIGINT, with this process's own catalog engine and node
+    connections; ``maintenance``: run the start-up clean-up and the hourly sweep here."""
     catalog = Catalog(config.database_url)
     try:
         service = VaultService(config, catalog)
@@ -233,9 +305,14 @@ def _serve(
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    server = _Server(server_config, on_ready)
+    if isinstance(source, Intake):
+        server = _Server(server_config, on_ready, source)
+        sockets: list[socket.socket] = []
+    else:
+        server = _Server(server_config, on_ready, None)
+        sockets = [source]
     settle_heap()
-    server.run(sockets=[sock])
+    server.run(sockets=sockets)
 
 
 def _configure_logging() -> None:
