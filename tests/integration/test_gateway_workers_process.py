@@ -57,6 +57,8 @@ def test_connections_are_dealt_evenly_and_tls_runs_in_the_workers(
         assert port is not None
         supervisor = v.cluster.processes["gateway"].pid
         workers = workers_of(v)
+        # The vault is up once one worker answers; connections are dealt to those ready.
+        wait_for(lambda: f"all {WORKERS} workers serving" in v.log("gateway"))
         assert v.client.get("/api/v1/vault").status_code == 200  # the vault's own connection
         wait_for(lambda: sum(served(pid, port) for pid in workers) == 1)
         clients = [fresh_client(v) for _ in range(2 * WORKERS)]

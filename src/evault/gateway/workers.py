@@ -385,6 +385,7 @@ def supervise(
                     dispatcher.became_ready(index)
             if not started and len(ready) == count:
                 started = True
+                log.info("gateway: all %d workers serving", count)
                 on_ready()
             dispatcher.poll(POLL_S)
     finally:
