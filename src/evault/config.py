@@ -159,13 +159,17 @@ class _Section:
         return (self.path.parent / self.text(key)).resolve()
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def auto_workers() -> int:
     """One serving process per CPU this process may run on, at most ``AUTO_WORKERS_MAX``."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count() or 1
-    return max(1, min(usable, AUTO_WORKERS_MAX))
+    return min(usable_cpus(), AUTO_WORKERS_MAX)
 
 
 def _workers(path: Path, value: object) -> int:

@@ -34,6 +34,7 @@ from evault.errors import (
     NotFound,
     WrongState,
 )
+from evault.gateway import rebuild
 from evault.gateway.planner import first_signers
 from evault.gateway.service import DepositOutcome, ReceiptCombiner, VaultService
 from evault.ida import DEFAULT_CODEC_ID, StreamEncoder, get_codec
@@ -754,6 +755,32 @@ def test_round_trip_sizes(size: int, segments: str, monkeypatch: pytest.MonkeyPa
     assert outcome.size == size
     got, _ = h.retrieve()
     assert got == data
+
+
+def test_big_segments_stay_on_the_loop_when_no_core_is_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # decode_in_thread=False (a gateway worker on every core): big segments are checked,
+    # decoded and hashed on the event loop, still sent as rows, and a liar is still caught.
+    monkeypatch.setattr("evault.gateway.rebuild.INLINE_DECODE_BYTES", 0)
+    hops: list[object] = []
+
+    async def no_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if fn is rebuild._verify_and_decode:
+            hops.append(fn)
+        return fn(*args, **kwargs)
+
+    monkeypatch.setattr("evault.gateway.rebuild.asyncio.to_thread", no_thread)
+    for in_thread in (True, False):
+        hops.clear()
+        h = Harness(cluster(), decode_in_thread=in_thread)
+        data = document(6 * SEGMENT + 5)
+        h.deposit(data)
+        h.nodes[2].faults.flip_blocks_from = 3
+        pieces, retrieval = h.retrieve_pieces()
+        assert b"".join(pieces) == data and set(retrieval.faulty) == {2}
+        assert len(pieces) > 7  # rows, not joined segments
+        assert (len(hops) > 0) is in_thread
 
 
 @pytest.mark.parametrize("checked_in", ["event loop", "worker thread"])

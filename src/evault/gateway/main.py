@@ -35,7 +35,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from evault.catalog import Catalog
-from evault.config import GatewayConfig, load_gateway_config
+from evault.config import GatewayConfig, load_gateway_config, usable_cpus
 from evault.errors import ConfigError
 from evault.gateway.api import ApiSettings, VaultInfo
 from evault.gateway.app import Lifespan, create_app
@@ -275,7 +275,8 @@ def _serve(
     connections; ``maintenance``: run the start-up clean-up and the hourly sweep here."""
     catalog = Catalog(config.database_url)
     try:
-        service = VaultService(config, catalog)
+        # A thread for big segments pays only where a core would otherwise idle.
+        service = VaultService(config, catalog, decode_in_thread=config.workers < usable_cpus())
     except BaseException:
         catalog.close()
         raise

@@ -232,7 +232,12 @@ class VaultService:
     """
 
     def __init__(
-        self, config: GatewayConfig, catalog: CatalogPort, *, clock: Clock | None = None
+        self,
+        config: GatewayConfig,
+        catalog: CatalogPort,
+        *,
+        clock: Clock | None = None,
+        decode_in_thread: bool = True,
     ) -> None:
         from evault.gateway.receipts import ThresholdCombiner  # threshold RSA: gmpy2 and co.
 
@@ -258,6 +263,7 @@ class VaultService:
             combiner=combiner,
             clock=clock,
             node_timeout_s=timeout_s,
+            decode_in_thread=decode_in_thread,
         )
 
     @classmethod
@@ -277,6 +283,7 @@ class VaultService:
         catalog_in_thread: bool = True,
         reader_idle_s: float = READER_IDLE_S,
         fv_cache_entries: int = FV_CACHE_ENTRIES,
+        decode_in_thread: bool = True,
     ) -> VaultService:
         """A service from explicit parts.
 
@@ -291,6 +298,10 @@ class VaultService:
         it gives its connection back (it is reopened where it stopped if the consumer returns).
         ``fv_cache_entries``: fingerprint vectors remembered to skip the metadata round of a
         retrieval (0 turns the cache off; see ``evault.gateway.rebuild.FVCache``).
+        ``decode_in_thread``: check, decode and hash big segments of a retrieval in a worker
+        thread, so the event loop moves bytes meanwhile on another core (see
+        ``evault.gateway.rebuild.INLINE_DECODE_BYTES``); off when every core has a gateway
+        worker already.
         """
         self = cls.__new__(cls)
         self._setup(
@@ -307,6 +318,7 @@ class VaultService:
             catalog_in_thread=catalog_in_thread,
             reader_idle_s=reader_idle_s,
             fv_cache_entries=fv_cache_entries,
+            decode_in_thread=decode_in_thread,
         )
         return self
 
@@ -326,6 +338,7 @@ class VaultService:
         catalog_in_thread: bool = True,
         reader_idle_s: float = READER_IDLE_S,
         fv_cache_entries: int = FV_CACHE_ENTRIES,
+        decode_in_thread: bool = True,
     ) -> None:
         from evault.gateway.receipts import VerifiedReceipts  # beside ThresholdCombiner
 
@@ -350,6 +363,7 @@ class VaultService:
         self.t = cluster.t
         self._catalog_in_thread = catalog_in_thread
         self.reader_idle_s = reader_idle_s
+        self.decode_in_thread = decode_in_thread
         #: FVs of stored versions, filled by deposits and retrievals (saves the metadata round)
         self.fv_cache = FVCache(fv_cache_entries)
         #: receipts verified by this process (a known one is not verified again)
