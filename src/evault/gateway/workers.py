@@ -105,6 +105,10 @@ class Intake:
                 )
             except (BlockingIOError, InterruptedError):
                 break
+            except OSError as exc:  # the channel itself failed: nothing more will come
+                for conn in out:
+                    conn.close()
+                raise EOFError(f"the connection channel failed: {exc}") from exc
             fds = array.array("i")
             for level, kind, data in ancillary:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
