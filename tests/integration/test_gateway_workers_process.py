@@ -9,7 +9,6 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,7 @@ import psutil
 
 from tests.integration.test_vault_e2e import deposit, retrieve
 from tests.integration.vault_fixtures import LiveVault, VaultFactory
-from tests.processes import alive
+from tests.processes import alive, established, wait_for
 
 WORKERS = 3
 
@@ -32,22 +31,6 @@ def fresh_client(v: LiveVault) -> httpx.Client:
     return httpx.Client(base_url=v.url, verify=ctx, timeout=60.0)
 
 
-def served(pid: int, port: int) -> int:
-    """Client connections open in process ``pid`` on the gateway's ``port``."""
-    return sum(
-        1
-        for c in psutil.Process(pid).net_connections(kind="tcp")
-        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
-    )
-
-
-def wait_for(what: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not what():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_connections_are_dealt_evenly_and_tls_runs_in_the_workers(
     vault_factory: VaultFactory, tmp_path: Path
 ) -> None:
@@ -60,20 +43,20 @@ def test_connections_are_dealt_evenly_and_tls_runs_in_the_workers(
         # The vault is up once one worker answers; connections are dealt to those ready.
         wait_for(lambda: f"all {WORKERS} workers serving" in v.log("gateway"))
         assert v.client.get("/api/v1/vault").status_code == 200  # the vault's own connection
-        wait_for(lambda: sum(served(pid, port) for pid in workers) == 1)
+        wait_for(lambda: sum(established(pid, port) for pid in workers) == 1)
         clients = [fresh_client(v) for _ in range(2 * WORKERS)]
         try:
             for c in clients:  # each on its own persistent connection, all held open
                 assert c.get("/api/v1/vault").status_code == 200
-            loads = [served(pid, port) for pid in workers]
+            loads = [established(pid, port) for pid in workers]
             assert sum(loads) == 2 * WORKERS + 1
             assert max(loads) - min(loads) <= 1, loads
             # The supervisor only deals: it keeps none of the connections it accepted.
-            assert served(supervisor, port) == 0
+            assert established(supervisor, port) == 0
             for c in clients:
                 c.close()
             # Each worker sees its clients go (and tells the supervisor: see the unit tests).
-            wait_for(lambda: sum(served(pid, port) for pid in workers) == 1)
+            wait_for(lambda: sum(established(pid, port) for pid in workers) == 1)
         finally:
             for c in clients:
                 c.close()

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from evault.gateway.workers import supervise
-from tests.processes import alive
+from tests.processes import alive, established, wait_for
 
 SUPERVISOR = textwrap.dedent(
     """
@@ -104,18 +104,22 @@ def supervisor(
                 os.kill(pid, signal.SIGKILL)
 
 
+@contextmanager
+def serving(
+    tmp_path: Path, count: int, behaviour: str = "normal"
+) -> Iterator[subprocess.Popen[str]]:
+    """A supervisor (see :func:`supervisor`) whose workers all serve."""
+    with supervisor(tmp_path, count, behaviour) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        yield proc
+
+
 def _children(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children()
     except psutil.NoSuchProcess:
         return []
-
-
-def wait_for(what: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not what():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def workers_seen(tmp_path: Path) -> dict[int, list[int]]:
@@ -128,9 +132,7 @@ def workers_seen(tmp_path: Path) -> dict[int, list[int]]:
 
 
 def test_ready_once_every_worker_serves_and_sigterm_stops_them_all(tmp_path: Path) -> None:
-    with supervisor(tmp_path, 3) as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
+    with serving(tmp_path, 3) as proc:
         seen = workers_seen(tmp_path)
         assert sorted(seen) == [0, 1, 2]
         pids = [p[0] for p in seen.values()]
@@ -144,9 +146,7 @@ def test_ready_once_every_worker_serves_and_sigterm_stops_them_all(tmp_path: Pat
 
 
 def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
-    with supervisor(tmp_path, 2) as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
+    with serving(tmp_path, 2) as proc:
         [first] = workers_seen(tmp_path)[1]
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: len(workers_seen(tmp_path)[1]) == 2)
@@ -174,9 +174,7 @@ def test_a_worker_failing_at_start_up_stops_the_gateway_with_an_error(tmp_path: 
 
 
 def test_workers_die_with_a_killed_supervisor(tmp_path: Path) -> None:
-    with supervisor(tmp_path, 2) as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
+    with serving(tmp_path, 2) as proc:
         pids = [p[0] for p in workers_seen(tmp_path).values()]
         proc.kill()
         proc.wait(timeout=10)
@@ -184,9 +182,7 @@ def test_workers_die_with_a_killed_supervisor(tmp_path: Path) -> None:
 
 
 def test_a_worker_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
-    with supervisor(tmp_path, 1, "stubborn") as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
+    with serving(tmp_path, 1, "stubborn") as proc:
         [[pid]] = workers_seen(tmp_path).values()
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -207,9 +203,7 @@ def connect(tmp_path: Path) -> tuple[socket.socket, int]:
 
 
 def test_connections_go_to_the_worker_with_the_fewest(tmp_path: Path) -> None:
-    with supervisor(tmp_path, 2) as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
+    with serving(tmp_path, 2):
         conns = [connect(tmp_path) for _ in range(6)]
         try:
             # Dealt in turn while the loads are even: never two ahead on one worker.
@@ -230,9 +224,7 @@ def test_connections_go_to_the_worker_with_the_fewest(tmp_path: Path) -> None:
 
 
 def test_a_dead_worker_is_dealt_nothing_and_no_connection_is_lost(tmp_path: Path) -> None:
-    with supervisor(tmp_path, 2, "slow-restart") as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
+    with serving(tmp_path, 2, "slow-restart"):
         [first] = workers_seen(tmp_path)[1]
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: not psutil.pid_exists(first))  # reaped by the supervisor
@@ -245,16 +237,15 @@ def test_a_dead_worker_is_dealt_nothing_and_no_connection_is_lost(tmp_path: Path
 
 
 def test_connections_a_dying_worker_had_not_taken_are_dealt_again(tmp_path: Path) -> None:
-    with supervisor(tmp_path, 2, "deaf-1") as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
+    with serving(tmp_path, 2, "deaf-1") as proc:
         first, index = connect(tmp_path)
         with first:
             assert index == 0
             port = int((tmp_path / "port").read_text())
             with socket.create_connection(("127.0.0.1", port), 10) as second:
                 second.settimeout(10)
-                time.sleep(0.3)  # dealt to worker 1, which never takes it
+                # Dealt to worker 1, which never takes it: the supervisor holds it meanwhile.
+                wait_for(lambda: established(proc.pid, port) == 1)
                 [deaf] = workers_seen(tmp_path)[1]
                 os.kill(deaf, signal.SIGKILL)
                 assert second.recv(1) == bytes([0])  # the same connection, now worker 0's
@@ -265,9 +256,7 @@ def test_connections_a_dying_worker_had_not_taken_are_dealt_again(tmp_path: Path
 
 
 def test_connections_wait_while_no_worker_is_ready(tmp_path: Path) -> None:
-    with supervisor(tmp_path, 1) as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
+    with serving(tmp_path, 1):
         [first] = workers_seen(tmp_path)[0]
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: not psutil.pid_exists(first))
