@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Final
 
 import httpx
 import tomli_w
@@ -60,11 +61,31 @@ class Cluster:
         }
 
 
+#: How ``evault gateway`` announces, on stdout, that it (every worker of it) serves: the start
+#: of ``evault.gateway.main.READY_MESSAGE`` (not imported: this module stays light).
+GATEWAY_READY_PREFIX: Final = "evault gateway: serving "
+
+
 def _evault_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "evault", *args]
 
 
-def _wait_for_gateway(url: str, ca: Path, cluster: Cluster, timeout_s: float) -> None:
+def _announced(log: Path, offset: int) -> bool:
+    """Whether the gateway wrote its ready line to ``log`` past ``offset``."""
+    try:
+        with log.open("rb") as f:
+            f.seek(offset)
+            return GATEWAY_READY_PREFIX.encode() in f.read()
+    except OSError:
+        return False
+
+
+def _wait_for_gateway(
+    url: str, ca: Path, cluster: Cluster, timeout_s: float, log: Path, log_offset: int
+) -> None:
+    """Until the gateway answers and has announced that it serves: with several workers it
+    answers once the first is ready, but deals connections only to the ready ones, so a
+    client connecting earlier would stay on that first worker."""
     ctx = ssl.create_default_context(cafile=str(ca))
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
@@ -78,9 +99,13 @@ def _wait_for_gateway(url: str, ca: Path, cluster: Cluster, timeout_s: float) ->
                 )
             try:
                 response = client.get(f"{url}/api/v1/vault")
-                if response.status_code == 200:
+                if response.status_code == 200 and _announced(log, log_offset):
                     return
-                last = f"HTTP {response.status_code}"
+                last = (
+                    f"HTTP {response.status_code}"
+                    if response.status_code != 200
+                    else "not every gateway worker serves yet"
+                )
             except httpx.HTTPError as exc:
                 last = str(exc) or type(exc).__name__
             time.sleep(0.2)
@@ -116,7 +141,9 @@ def start_cluster(
                 cluster.processes[f"node-{endpoint.index}"] = subprocess.Popen(
                     _evault_command(*args), stdout=log, stderr=subprocess.STDOUT, env=child_env
                 )
-        with (logs / "gateway.log").open("ab") as log:
+        gateway_log = logs / "gateway.log"
+        log_offset = gateway_log.stat().st_size if gateway_log.exists() else 0
+        with gateway_log.open("ab") as log:
             cluster.processes["gateway"] = subprocess.Popen(
                 _evault_command(
                     "gateway", "--config", str(gateway_config_path), "--port", str(gateway_port)
@@ -125,7 +152,7 @@ def start_cluster(
                 stderr=subprocess.STDOUT,
                 env=child_env,
             )
-        _wait_for_gateway(url, gateway.ca_cert, cluster, timeout_s)
+        _wait_for_gateway(url, gateway.ca_cert, cluster, timeout_s, gateway_log, log_offset)
     except BaseException:
         cluster.stop()
         raise

@@ -40,8 +40,9 @@ def test_connections_are_dealt_evenly_and_tls_runs_in_the_workers(
         assert port is not None
         supervisor = v.cluster.processes["gateway"].pid
         workers = workers_of(v)
-        # The vault is up once one worker answers; connections are dealt to those ready.
-        wait_for(lambda: f"all {WORKERS} workers serving" in v.log("gateway"))
+        # start_cluster returned only once every worker serves (connections are dealt only
+        # to workers that are ready: earlier ones would all stay on the first).
+        assert f"all {WORKERS} workers serving" in v.log("gateway")
         assert v.client.get("/api/v1/vault").status_code == 200  # the vault's own connection
         wait_for(lambda: sum(established(pid, port) for pid in workers) == 1)
         clients = [fresh_client(v) for _ in range(2 * WORKERS)]

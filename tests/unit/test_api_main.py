@@ -114,3 +114,10 @@ def test_the_sweeper_goes_on_after_a_failed_sweep(caplog: pytest.LogCaptureFixtu
     assert "unreachable" in caplog.text
     assert "the nodes hold 3 object(s) of versions this catalog does not know" in caplog.text
     assert "evault admin restore-catalog" in caplog.text
+
+
+def test_the_ready_line_is_what_evault_up_waits_for() -> None:
+    from evault.local import GATEWAY_READY_PREFIX
+
+    line = main.READY_MESSAGE.format(host="127.0.0.1", port=8443, vault="0" * 32)
+    assert line.startswith(GATEWAY_READY_PREFIX)
