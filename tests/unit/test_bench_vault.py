@@ -535,7 +535,8 @@ def test_cpu_seconds_of_the_gateway_count_its_workers() -> None:
             time.sleep(0.05)
         alone = _cpu_seconds(me)
         with_children = _cpu_seconds(me, with_children=True)
-        assert with_children - alone >= 0.35
+        # the child burnt >= 0.35 s, read in clock ticks (0.01 s) and summed as floats
+        assert with_children - alone >= 0.3
     finally:
         child.kill()
         child.wait(timeout=10)
