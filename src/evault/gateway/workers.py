@@ -71,6 +71,8 @@ _PR_SET_PDEATHSIG: Final = 1
 ACCEPT_BATCH: Final = 64
 #: Room for the file descriptors of one hand-over message (one is sent per message).
 _FDS_SPACE: Final = socket.CMSG_SPACE(16 * array.array("i").itemsize)
+#: Never wait; received descriptors close on exec where the platform can say so (Linux).
+_RECV_FLAGS: Final = socket.MSG_DONTWAIT | getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 #: Counter slots are 64-bit ints in one shared anonymous mapping.
 _SLOT: Final = 8
 
@@ -100,9 +102,7 @@ class Intake:
         while True:
             try:
                 # Not socket.recv_fds: it ignores its flags (Python 3.11), so it would block.
-                message, ancillary, flags, _ = self._channel.recvmsg(
-                    16, _FDS_SPACE, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
-                )
+                message, ancillary, flags, _ = self._channel.recvmsg(16, _FDS_SPACE, _RECV_FLAGS)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:  # the channel itself failed: nothing more will come
