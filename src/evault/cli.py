@@ -6,6 +6,7 @@ the exit status is non-zero.  No traceback reaches the user.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -106,17 +107,14 @@ def bench_vault(
 
 
 def _workers_option(text: str) -> int | str:
-    from evault.config import MAX_WORKERS
+    from evault.config import MAX_WORKERS, is_workers_setting
 
-    if text == "auto":
-        return text
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_WORKERS:
+    value: int | str = text
+    with contextlib.suppress(ValueError):  # else "auto", or refused below
+        value = int(text)
+    if not is_workers_setting(value):
         raise click.BadParameter(f'"auto" or a number from 1 to {MAX_WORKERS}, not {text!r}')
-    return count
+    return value
 
 
 # --- storage node: `evault node` (src/evault/node) ------------------------------------------

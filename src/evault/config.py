@@ -172,10 +172,19 @@ def auto_workers() -> int:
     return min(usable_cpus(), AUTO_WORKERS_MAX)
 
 
+def is_workers_setting(value: object) -> bool:
+    """Whether ``value`` may be ``[gateway] workers``: "auto" or an int from 1 to
+    ``MAX_WORKERS``."""
+    if value == "auto":
+        return True
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS
+
+
 def _workers(path: Path, value: object) -> int:
     if value == "auto":
         return auto_workers()
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
+    if is_workers_setting(value):
+        assert isinstance(value, int)
         return value
     raise ConfigError(
         f'{path}: [gateway] workers must be an integer from 1 to {MAX_WORKERS} or "auto", '

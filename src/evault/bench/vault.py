@@ -79,7 +79,7 @@ from evault.bench.loadgen import (
     check_statement,
     verify_receipt_signature,
 )
-from evault.config import MAX_WORKERS
+from evault.config import MAX_WORKERS, is_workers_setting
 from evault.errors import BenchChecksFailed, BenchError
 
 KIB: Final = 1024
@@ -184,9 +184,7 @@ def plan_bench(
         raise ValueError(f"key_bits: expected 2048 or 3072, got {key_bits!r}")
     if client_procs < 1:
         raise ValueError(f"client_procs: expected >= 1, got {client_procs!r}")
-    if gateway_workers != "auto" and not (
-        isinstance(gateway_workers, int) and 1 <= gateway_workers <= MAX_WORKERS
-    ):
+    if not is_workers_setting(gateway_workers):
         raise ValueError(f'gateway_workers: expected "auto" or 1..{MAX_WORKERS}')
     default = VaultSetting("default", 5, 3, 4, (1, HEADLINE_C) if quick else CONCURRENCIES)
     paper = VaultSetting("paper", 3, 2, 3, CONCURRENCIES)
