@@ -73,7 +73,12 @@ def bench_crypto(json_output: bool, quick: bool) -> None:
     show_default=True,
     help="Results, plots, logs and the cached dealt vaults.",
 )
-@click.option("--duration-s", type=click.FloatRange(min=0.2), default=None, help="Per point.")
+@click.option(
+    "--duration-s",
+    type=click.FloatRange(min=0.2),
+    default=None,
+    help="Per point, at least (longer for long operations at C > 1).",
+)
 @click.option("--client-procs", type=click.IntRange(1, 16), default=1, show_default=True)
 @click.option("--key-bits", type=click.Choice(["2048", "3072"]), default="3072", show_default=True)
 @click.option(

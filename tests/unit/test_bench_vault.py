@@ -69,6 +69,63 @@ def test_quick_plan_is_the_default_setting_at_c1_and_c4_without_profiles() -> No
     assert plan_bench(quick=True, gateway_workers=1).gateway_workers == 1
 
 
+def _rate(vault: str, op: str, size: int, c: int, per_min: float) -> PointResult:
+    """A point that sustained ``per_min`` operations per minute in a 3 s window."""
+    ops = per_min / 60.0 * 3.0
+    outcome = Outcome(latencies_s=(0.1,), completed=int(ops), partial_ops=ops - int(ops))
+    return make_point_result(PointKey(vault, op, size, c), outcome, 3.0, _cpu(), None)  # type: ignore[arg-type]
+
+
+def test_windows_of_long_operations_are_lengthened_to_a_few_per_client() -> None:
+    plan = plan_bench(quick=False)
+    key = PointKey("default", "deposit", 10 * MIB, 16)
+    # Nothing measured below it yet (or C = 1): the plan's window.
+    assert plan.window_s(key, []) == plan.duration_s == 3.0
+    assert plan.window_s(PointKey("default", "deposit", 10 * MIB, 1), []) == 3.0
+    # 255 deposits a minute at C = 4: 16 clients take 16 / 4.25 = 3.76 s per operation, so
+    # four operations each need 15.1 s.
+    earlier = [
+        _rate("default", "deposit", 10 * MIB, 1, 259.0),
+        _rate("default", "deposit", 10 * MIB, 4, 255.0),
+    ]
+    assert plan.window_s(key, earlier) == pytest.approx(4 * 16 * 60 / 255.0)
+    # From C = 1 to C = 4 the same rule, on the C = 1 rate.
+    assert plan.window_s(PointKey("default", "deposit", 10 * MIB, 4), earlier[:1]) == (
+        pytest.approx(4 * 4 * 60 / 259.0)
+    )
+    # Only the same vault, operation and size count, and only a lower C.
+    others = [
+        _rate("paper", "deposit", 10 * MIB, 4, 10.0),
+        _rate("default", "retrieve", 10 * MIB, 4, 10.0),
+        _rate("default", "deposit", MIB, 4, 10.0),
+        _rate("default", "deposit", 10 * MIB, 16, 10.0),
+    ]
+    assert plan.window_s(key, others) == 3.0
+    # Fast operations keep the plan's window; slow ones stop at the cap.
+    assert plan.window_s(key, [_rate("default", "deposit", 10 * MIB, 4, 40_000.0)]) == 3.0
+    assert plan.window_s(key, [_rate("default", "deposit", 10 * MIB, 4, 6.0)]) == (
+        bench.FULL_MAX_WINDOW_S
+    )
+    # A point with no operation at all gives no rate to go by.
+    assert plan.window_s(key, [_rate("default", "deposit", 10 * MIB, 4, 0.0)]) == 3.0
+    # --quick stops at its own, shorter cap; a longer --duration-s is never shortened.
+    quick = plan_bench(quick=True)
+    assert quick.window_s(key, earlier) == bench.QUICK_MAX_WINDOW_S
+    long = plan_bench(quick=False, duration_s=30.0)
+    assert long.window_s(key, earlier) == 30.0
+
+
+def test_report_names_the_points_whose_window_was_lengthened() -> None:
+    meta = {"duration_s": 3.0}
+    longer = make_point_result(
+        PointKey("paper", "deposit", 10 * MIB, 16), Outcome((1.0,), 40), 10.6, _cpu(), None
+    )
+    report = bench.markdown_report([*_fake_results(), longer], [], meta, {}, [])
+    assert "Windows lengthened" in report
+    assert "paper deposit 10 MiB C=16 10.6 s" in report
+    assert "Windows lengthened" not in bench.markdown_report(_fake_results(), [], meta, {}, [])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "word"),
     [
