@@ -83,16 +83,15 @@ def test_windows_of_long_operations_are_lengthened_to_a_few_per_client() -> None
     assert plan.window_s(key, []) == plan.duration_s == 3.0
     assert plan.window_s(PointKey("default", "deposit", 10 * MIB, 1), []) == 3.0
     # 255 deposits a minute at C = 4: 16 clients take 16 / 4.25 = 3.76 s per operation, so
-    # four operations each need 15.1 s.
+    # four operations each need 15.06 s: 15.1 s (windows go by tenths of a second).
     earlier = [
         _rate("default", "deposit", 10 * MIB, 1, 259.0),
         _rate("default", "deposit", 10 * MIB, 4, 255.0),
     ]
-    assert plan.window_s(key, earlier) == pytest.approx(4 * 16 * 60 / 255.0)
+    assert plan.window_s(key, earlier) == pytest.approx(15.1)
     # From C = 1 to C = 4 the same rule, on the C = 1 rate.
-    assert plan.window_s(PointKey("default", "deposit", 10 * MIB, 4), earlier[:1]) == (
-        pytest.approx(4 * 4 * 60 / 259.0)
-    )
+    four = PointKey("default", "deposit", 10 * MIB, 4)
+    assert plan.window_s(four, earlier[:1]) == pytest.approx(3.8)  # 4 x 4 / 4.32 s = 3.71 s
     # Only the same vault, operation and size count, and only a lower C.
     others = [
         _rate("paper", "deposit", 10 * MIB, 4, 10.0),

@@ -167,7 +167,7 @@ class BenchPlan:
         the point of the same vault, operation and size at the next lower C sustained
         (``earlier``: the points measured so far).  One operation of C clients takes about
         C / rate once the vault is saturated, and longer than that rate promises while it is
-        not, so the estimate errs on the long side."""
+        not, so the estimate errs on the long side.  Rounded up to a tenth of a second."""
         below = [
             r
             for r in earlier
@@ -178,7 +178,7 @@ class BenchPlan:
         if not below:
             return self.duration_s
         rate_per_s = max(below, key=lambda r: r.key.concurrency).ops_per_min / 60.0
-        wanted = OPS_PER_CLIENT * key.concurrency / rate_per_s
+        wanted = math.ceil(OPS_PER_CLIENT * key.concurrency / rate_per_s * 10) / 10  # 0.1 s
         return max(self.duration_s, min(wanted, self.max_window_s))
 
     def points(self, setting: VaultSetting) -> list[PointKey]:
