@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI
 
-from evault.catalog import Catalog, VersionRecord
+from evault.catalog import Catalog, ReceiptRecord, VersionRecord
 from evault.errors import DigestMismatch, DocumentCorrupt
 from evault.gateway import key_relay
 from evault.gateway.api import ApiSettings, VaultInfo
@@ -141,17 +141,19 @@ class FakeService:
                 owner,
                 name,
                 version,
-                size=len(data),
-                sha256=bytes.fromhex(actual),
-                fv_hash=bytes(32),
-                codec_id="fake/v1",
-                m=3,
-                n=5,
-                segment_bytes=1024 * 1024,
-                statement=statement,
-                signature=signature,
-                deposited_at=FIXED_NOW,
-                encrypted=encrypted,
+                ReceiptRecord(
+                    size=len(data),
+                    sha256=bytes.fromhex(actual),
+                    fv_hash=bytes(32),
+                    codec_id="fake/v1",
+                    m=3,
+                    n=5,
+                    segment_bytes=1024 * 1024,
+                    statement=statement,
+                    signature=signature,
+                    deposited_at=FIXED_NOW,
+                    encrypted=encrypted,
+                ),
             )
         )
         self.blobs[(owner, name, version)] = bytes(data)

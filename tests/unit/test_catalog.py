@@ -26,7 +26,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from argon2 import PasswordHasher
 
-from evault.catalog import Catalog, VersionRecord, validate_document_name
+from evault.catalog import Catalog, ReceiptRecord, VersionRecord, validate_document_name
 from evault.catalog import migrate as catalog_migrate
 from evault.catalog.schema import metadata, tokens, users
 from evault.errors import (
@@ -158,9 +158,14 @@ def receipt_fields(content: bytes, when: datetime = T0) -> dict[str, Any]:
     }
 
 
+def receipt_of(content: bytes, when: datetime = T0, **override: Any) -> ReceiptRecord:
+    """``receipt_fields`` as the record the catalog takes, with ``override`` applied."""
+    return ReceiptRecord(**(receipt_fields(content, when) | override))
+
+
 def deposit(catalog: Catalog, owner: str, name: str, content: bytes = b"hello") -> VersionRecord:
     version = catalog.begin_deposit(owner, name)
-    return catalog.complete_deposit(owner, name, version, **receipt_fields(content))
+    return catalog.complete_deposit(owner, name, version, receipt_of(content))
 
 
 def all_rows(catalog: Catalog) -> list[tuple[Any, ...]]:
@@ -543,7 +548,7 @@ def test_deposit_round_trip_and_versions_count_up(backend: Backend, catalog: Cat
     v1 = catalog.begin_deposit("alice", "backups/home/a.txt")
     assert v1 == 1
     backend.clock.advance(2)
-    record = catalog.complete_deposit("alice", "backups/home/a.txt", v1, **fields)
+    record = catalog.complete_deposit("alice", "backups/home/a.txt", v1, ReceiptRecord(**fields))
     assert record == VersionRecord(
         owner="alice",
         name="backups/home/a.txt",
@@ -573,9 +578,7 @@ def test_empty_document_and_encrypted_version(catalog: Catalog) -> None:
         "alice",
         "secret",
         version,
-        encrypted=True,
-        key_wrap=b"\x00opaque wrap\xff",
-        **receipt_fields(b"ciphertext"),
+        receipt_of(b"ciphertext", encrypted=True, key_wrap=b"\x00opaque wrap\xff"),
     )
     assert record.encrypted is True
     assert record.key_wrap == b"\x00opaque wrap\xff"
@@ -618,7 +621,7 @@ def test_pending_version_is_never_listed_as_stored(backend: Backend, catalog: Ca
     with pytest.raises(NotFound):
         catalog.mark_deleted("alice", "doc", version)
     # With a stored version 1, a pending version 2 does not become "latest".
-    catalog.complete_deposit("alice", "doc", version, **receipt_fields(b"v1"))
+    catalog.complete_deposit("alice", "doc", version, receipt_of(b"v1"))
     assert catalog.begin_deposit("alice", "doc") == 2
     assert catalog.get_version("alice", "doc").version == 1
     assert [s.latest_version for s in catalog.list_documents("alice")] == [1]
@@ -630,7 +633,7 @@ def test_pending_versions_for_crash_cleanup(backend: Backend, catalog: Catalog) 
     backend.clock.advance(600)
     catalog.begin_deposit("alice", "new")
     done = catalog.begin_deposit("alice", "done")
-    catalog.complete_deposit("alice", "done", done, **receipt_fields(b"x"))
+    catalog.complete_deposit("alice", "done", done, receipt_of(b"x"))
     backend.clock.advance(60)
     stale = catalog.pending_versions(timedelta(minutes=5))
     assert [(p.owner, p.name, p.version, p.began_at) for p in stale] == [("alice", "old", old, T0)]
@@ -653,7 +656,7 @@ def test_failed_version_keeps_its_number(catalog: Catalog) -> None:
         ("failed", {"reason": "only 3 of 4 signature shares"})
     ]
     with pytest.raises(WrongState) as info:
-        catalog.complete_deposit("alice", "doc", v1, **receipt_fields(b"late"))
+        catalog.complete_deposit("alice", "doc", v1, receipt_of(b"late"))
     assert (info.value.code, info.value.state, info.value.expected) == (
         "wrong_state",
         "failed",
@@ -674,7 +677,7 @@ def test_stored_version_cannot_be_completed_or_failed_again(catalog: Catalog) ->
     record = deposit(catalog, "alice", "doc")
     audit_rows = len(catalog.recent_audit(100))
     with pytest.raises(WrongState):
-        catalog.complete_deposit("alice", "doc", record.version, **receipt_fields(b"other"))
+        catalog.complete_deposit("alice", "doc", record.version, receipt_of(b"other"))
     with pytest.raises(WrongState):
         catalog.fail_deposit("alice", "doc", record.version, "too late")
     # A refused change leaves no trace: the audit row is in the same (rolled back) transaction.
@@ -741,7 +744,7 @@ def test_owner_isolation(catalog: Catalog) -> None:
         lambda: catalog.get_version("bob", "shared/name", 1),
         lambda: catalog.list_versions("bob", "shared/name"),
         lambda: catalog.mark_deleted("bob", "shared/name", 1),
-        lambda: catalog.complete_deposit("bob", "shared/name", pending, **fields),
+        lambda: catalog.complete_deposit("bob", "shared/name", pending, ReceiptRecord(**fields)),
         lambda: catalog.fail_deposit("bob", "shared/name", pending, "sabotage"),
     ):
         with pytest.raises(NotFound):
@@ -793,7 +796,7 @@ def test_complete_deposit_rejects_bad_receipt_fields(
     version = catalog.begin_deposit("alice", "doc")
     fields = receipt_fields(b"content") | override
     with pytest.raises(error):
-        catalog.complete_deposit("alice", "doc", version, **fields)
+        catalog.complete_deposit("alice", "doc", version, ReceiptRecord(**fields))
     assert [p.version for p in catalog.pending_versions(T0 + timedelta(days=1))] == [version]
 
 
@@ -816,7 +819,7 @@ def test_concurrent_deposits_get_distinct_versions(backend: Backend, catalog: Ca
                 if version % 3 == 0:
                     cat.fail_deposit("alice", "hot/name", version, "test")
                 else:
-                    cat.complete_deposit("alice", "hot/name", version, **receipt_fields(b"x"))
+                    cat.complete_deposit("alice", "hot/name", version, receipt_of(b"x"))
                 with lock:
                     results.append(version)
         except BaseException as exc:
@@ -983,7 +986,7 @@ def test_restore_into_an_empty_catalog_creates_a_locked_account(
     backend: Backend, catalog: Catalog
 ) -> None:
     fields = receipt_fields(b"kept by the nodes")
-    result = catalog.restore_version("Alice", "wills/2026.pdf", 3, **fields)
+    result = catalog.restore_version("Alice", "wills/2026.pdf", 3, ReceiptRecord(**fields))
     assert (result.restored, result.account_created) == (True, True)
     record = catalog.get_version("alice", "wills/2026.pdf")
     assert record == VersionRecord(
@@ -1024,7 +1027,7 @@ def test_restore_never_changes_what_the_catalog_has(backend: Backend, catalog: C
     pending = catalog.begin_deposit("alice", "doc")
     before = all_rows(catalog)
     for version in (1, 2, pending):
-        result = catalog.restore_version("alice", "doc", version, **receipt_fields(b"other"))
+        result = catalog.restore_version("alice", "doc", version, receipt_of(b"other"))
         assert (result.restored, result.account_created) == (False, False)
     assert all_rows(catalog) == before
     assert catalog.get_version("alice", "doc", 1) == stored
@@ -1035,13 +1038,13 @@ def test_restore_raises_next_version_only_upwards(catalog: Catalog) -> None:
     make_user(catalog)
     for _ in range(5):
         deposit(catalog, "alice", "doc")
-    assert catalog.restore_version("alice", "doc", 9, **receipt_fields(b"9")).restored
+    assert catalog.restore_version("alice", "doc", 9, receipt_of(b"9")).restored
     assert catalog.begin_deposit("alice", "doc") == 10
     # a gap below the counter (a version the catalog lost) comes back without lowering it
     catalog.fail_deposit("alice", "doc", 10, "test")
     with catalog.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM versions WHERE version = 4"))
-    assert catalog.restore_version("alice", "doc", 4, **receipt_fields(b"4")).restored
+    assert catalog.restore_version("alice", "doc", 4, receipt_of(b"4")).restored
     assert catalog.begin_deposit("alice", "doc") == 11
     assert [v.version for v in catalog.list_versions("alice", "doc")] == [1, 2, 3, 4, 5, 9]
 
@@ -1060,14 +1063,14 @@ def test_restore_rejects_bad_receipt_fields_and_writes_nothing(
 ) -> None:
     before = all_rows(catalog)
     with pytest.raises(error):
-        catalog.restore_version("alice", "doc", 1, **(receipt_fields(b"x") | override))
+        catalog.restore_version("alice", "doc", 1, receipt_of(b"x", **override))
     with pytest.raises(BadName):
-        catalog.restore_version("alice", "/abs", 1, **receipt_fields(b"x"))
+        catalog.restore_version("alice", "/abs", 1, receipt_of(b"x"))
     assert all_rows(catalog) == before
 
 
 def test_set_password_unlocks_and_revokes_tokens(backend: Backend, catalog: Catalog) -> None:
-    catalog.restore_version("alice", "doc", 1, **receipt_fields(b"x"))
+    catalog.restore_version("alice", "doc", 1, receipt_of(b"x"))
     assert catalog.set_password("alice", "a new long password") == 0
     assert catalog.authenticate("alice", "a new long password") == "alice"
     make_user(catalog, "bob")

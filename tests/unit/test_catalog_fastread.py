@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BinaryExpression
 
-from evault.catalog import Catalog, schema
+from evault.catalog import Catalog, ReceiptRecord, schema
 from evault.catalog.catalog import _LATEST_VERSION, _ONE_VERSION, _TOKEN_LOOKUP, _fetch_version
 from evault.catalog.schema import versions
 from evault.errors import AuthFailed, CatalogError, NotFound
@@ -22,6 +22,7 @@ from tests.unit.test_catalog import (
     FakeClock,
     make_user,
     receipt_fields,
+    receipt_of,
 )
 
 
@@ -53,13 +54,12 @@ def test_the_fast_path_is_the_one_used_on_a_sqlite_file(catalog: Catalog) -> Non
 def test_versions_read_fast_equal_the_engine_rows(catalog: Catalog, clock: FakeClock) -> None:
     make_user(catalog)
     first = catalog.begin_deposit("alice", "a/b.txt")
-    catalog.complete_deposit("alice", "a/b.txt", first, **receipt_fields(b"one"))
+    catalog.complete_deposit("alice", "a/b.txt", first, receipt_of(b"one"))
     clock.advance(90)
     second = catalog.begin_deposit("alice", "a/b.txt")
     fields = receipt_fields(b"two", when=T0 + timedelta(seconds=90))
-    catalog.complete_deposit(
-        "alice", "a/b.txt", second, **fields, encrypted=True, key_wrap=b"\x00wrap\xff"
-    )
+    receipt = ReceiptRecord(**fields, encrypted=True, key_wrap=b"\x00wrap\xff")
+    catalog.complete_deposit("alice", "a/b.txt", second, receipt)
     for version in (None, 1, 2):
         fast = catalog.get_version("alice", "a/b.txt", version)
         assert fast == _engine_version(catalog, "alice", "a/b.txt", version)
@@ -80,7 +80,7 @@ def test_a_pending_version_is_not_read_and_a_committed_one_is_seen_at_once(
     version = catalog.begin_deposit("alice", "doc")
     with pytest.raises(NotFound):
         catalog.get_version("alice", "doc")
-    catalog.complete_deposit("alice", "doc", version, **receipt_fields(b"x"))
+    catalog.complete_deposit("alice", "doc", version, receipt_of(b"x"))
     assert catalog.get_version("alice", "doc").version == version
 
 
@@ -169,7 +169,7 @@ def test_deleted_versions_are_looked_up_with_their_own_statement(
 ) -> None:
     make_user(catalog)
     version = catalog.begin_deposit("alice", "gone.txt")
-    catalog.complete_deposit("alice", "gone.txt", version, **receipt_fields(b"x"))
+    catalog.complete_deposit("alice", "gone.txt", version, receipt_of(b"x"))
     with catalog.engine.connect() as conn:
         assert _fetch_version(conn, "alice", "gone.txt", None, state="stored").version == version
         with pytest.raises(NotFound):

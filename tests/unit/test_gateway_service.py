@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from evault.catalog.records import PendingVersion, RestoreResult, VersionRecord
+from evault.catalog.records import PendingVersion, ReceiptRecord, RestoreResult, VersionRecord
 from evault.config import ClusterParams
 from evault.errors import (
     BadRequestLength,
@@ -137,12 +137,14 @@ class FakeCatalog:
         self.versions[(owner, name, version)] = {"state": "pending", "began_at": NOW}
         return version
 
-    def complete_deposit(self, owner: str, name: str, version: int, **fields: Any) -> VersionRecord:
+    def complete_deposit(
+        self, owner: str, name: str, version: int, receipt: ReceiptRecord
+    ) -> VersionRecord:
         self.calls.append("complete")
         row = self.versions[(owner, name, version)]
         if row["state"] != "pending":
             raise WrongState(owner, name, version, row["state"], "pending")
-        row.update(fields, state="stored")
+        row.update(asdict(receipt), state="stored")
         return self._record(owner, name, version)
 
     def _record(self, owner: str, name: str, version: int) -> VersionRecord:
@@ -198,11 +200,14 @@ class FakeCatalog:
             if row["state"] == "pending"
         ]
 
-    def restore_version(self, owner: str, name: str, version: int, **fields: Any) -> RestoreResult:
+    def restore_version(
+        self, owner: str, name: str, version: int, receipt: ReceiptRecord
+    ) -> RestoreResult:
         self.calls.append("restore")
         if (owner, name, version) in self.versions:
             return RestoreResult(restored=False, account_created=False)
-        self.versions[(owner, name, version)] = {"state": "stored", "began_at": NOW, **fields}
+        row = {"state": "stored", "began_at": NOW, **asdict(receipt)}
+        self.versions[(owner, name, version)] = row
         self.next[(owner, name)] = max(self.next.get((owner, name), 1), version + 1)
         created = owner not in self.accounts
         self.accounts.add(owner)
@@ -697,9 +702,11 @@ def test_catalog_refusing_the_commit_gives_no_receipt() -> None:
 
     original = h.catalog.complete_deposit
 
-    def racing_cleanup(owner: str, name: str, version: int, **fields: Any) -> VersionRecord:
+    def racing_cleanup(
+        owner: str, name: str, version: int, receipt: ReceiptRecord
+    ) -> VersionRecord:
         h.catalog.versions[(owner, name, version)]["state"] = "failed"
-        return original(owner, name, version, **fields)
+        return original(owner, name, version, receipt)
 
     h.catalog.complete_deposit = racing_cleanup  # type: ignore[method-assign]
     with pytest.raises(WrongState):

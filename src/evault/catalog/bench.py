@@ -27,6 +27,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 
 from evault.catalog.catalog import Catalog
+from evault.catalog.records import ReceiptRecord
 
 _CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)  # not what is measured
 
@@ -73,10 +74,7 @@ def _prepare(catalog: Catalog) -> str:
     catalog.create_user("bench", "bench password", "Bench", "")
     version = catalog.begin_deposit("bench", "doc")
     content = b"x" * 1000
-    catalog.complete_deposit(
-        "bench",
-        "doc",
-        version,
+    receipt = ReceiptRecord(
         size=len(content),
         sha256=hashlib.sha256(content).digest(),
         fv_hash=hashlib.sha256(b"fv").digest(),
@@ -88,6 +86,7 @@ def _prepare(catalog: Catalog) -> str:
         signature=b"\x01" * 384,
         deposited_at=datetime.now(UTC),
     )
+    catalog.complete_deposit("bench", "doc", version, receipt)
     return catalog.issue_token("bench", ttl_s=3600)
 
 

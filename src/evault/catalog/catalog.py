@@ -63,6 +63,7 @@ from evault.catalog.records import (
     AuditRecord,
     DocumentSummary,
     PendingVersion,
+    ReceiptRecord,
     RestoreResult,
     TokenKind,
     TokenLookup,
@@ -660,23 +661,7 @@ class Catalog:
         return self._run(work, write=True)
 
     def complete_deposit(
-        self,
-        owner: str,
-        name: str,
-        version: int,
-        *,
-        size: int,
-        sha256: bytes,
-        fv_hash: bytes,
-        codec_id: str,
-        m: int,
-        n: int,
-        segment_bytes: int,
-        statement: bytes,
-        signature: bytes,
-        deposited_at: datetime,
-        encrypted: bool = False,
-        key_wrap: bytes | None = None,
+        self, owner: str, name: str, version: int, receipt: ReceiptRecord
     ) -> VersionRecord:
         """Record the receipt of a pending version and mark it stored.
 
@@ -687,20 +672,7 @@ class Catalog:
         uid = canonical_user_id(owner)
         validate_document_name(name)
         _check_int("version", version, low=1)
-        receipt = _receipt_columns(
-            size=size,
-            sha256=sha256,
-            fv_hash=fv_hash,
-            codec_id=codec_id,
-            m=m,
-            n=n,
-            segment_bytes=segment_bytes,
-            statement=statement,
-            signature=signature,
-            deposited_at=deposited_at,
-            encrypted=encrypted,
-            key_wrap=key_wrap,
-        )
+        columns = _receipt_columns(receipt)
         now = self._now()
 
         def work(conn: sa.Connection) -> VersionRecord:
@@ -710,7 +682,7 @@ class Catalog:
             conn.execute(
                 sa.update(versions)
                 .where(versions.c.document_id == document_id, versions.c.version == version)
-                .values(state="stored", completed_at=now, **receipt)
+                .values(state="stored", completed_at=now, **columns)
             )
             self._write_audit(
                 conn,
@@ -719,7 +691,7 @@ class Catalog:
                 user_id=uid,
                 name=name,
                 version=version,
-                details={"size": size, "sha256": receipt["sha256"].hex()},
+                details={"size": receipt.size, "sha256": columns["sha256"].hex()},
             )
             return _fetch_version(conn, uid, name, version, state="stored")
 
@@ -762,22 +734,7 @@ class Catalog:
         self._run(work, write=True)
 
     def restore_version(
-        self,
-        owner: str,
-        name: str,
-        version: int,
-        *,
-        size: int,
-        sha256: bytes,
-        fv_hash: bytes,
-        codec_id: str,
-        m: int,
-        n: int,
-        segment_bytes: int,
-        statement: bytes,
-        signature: bytes,
-        deposited_at: datetime,
-        encrypted: bool = False,
+        self, owner: str, name: str, version: int, receipt: ReceiptRecord
     ) -> RestoreResult:
         """Put back a stored version the nodes hold and the catalog lacks (docs/spec/catalog.md,
         "Restoring the catalog from the nodes"); the caller has checked its receipt.
@@ -790,20 +747,7 @@ class Catalog:
         uid = canonical_user_id(owner)
         validate_document_name(name)
         _check_int("version", version, low=1)
-        receipt = _receipt_columns(
-            size=size,
-            sha256=sha256,
-            fv_hash=fv_hash,
-            codec_id=codec_id,
-            m=m,
-            n=n,
-            segment_bytes=segment_bytes,
-            statement=statement,
-            signature=signature,
-            deposited_at=deposited_at,
-            encrypted=encrypted,
-            key_wrap=None,
-        )
+        columns = _receipt_columns(receipt)
         now = self._now()
 
         def work(conn: sa.Connection) -> RestoreResult:
@@ -846,7 +790,7 @@ class Catalog:
                     state="stored",
                     began_at=now,
                     completed_at=now,
-                    **receipt,
+                    **columns,
                 )
                 .on_conflict_do_nothing()
                 .returning(versions.c.version)
@@ -859,7 +803,7 @@ class Catalog:
                     user_id=uid,
                     name=name,
                     version=version,
-                    details={"size": size, "sha256": receipt["sha256"].hex()},
+                    details={"size": receipt.size, "sha256": columns["sha256"].hex()},
                 )
             return RestoreResult(restored=inserted is not None, account_created=account is not None)
 
@@ -1210,46 +1154,35 @@ def _parse_details(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def _receipt_columns(
-    *,
-    size: int,
-    sha256: bytes,
-    fv_hash: bytes,
-    codec_id: str,
-    m: int,
-    n: int,
-    segment_bytes: int,
-    statement: bytes,
-    signature: bytes,
-    deposited_at: datetime,
-    encrypted: bool,
-    key_wrap: bytes | None,
-) -> dict[str, Any]:
+def _receipt_columns(receipt: ReceiptRecord) -> dict[str, Any]:
     """The ``versions`` columns of a stored version's receipt, each checked."""
-    _check_int("size", size, low=0)
-    _check_int("n", n, low=1, high=255)
-    _check_int("m", m, low=1, high=n)
-    _check_int("segment_bytes", segment_bytes, low=1, high=2**31 - 1)
-    if not isinstance(codec_id, str) or _CODEC_ID.fullmatch(codec_id) is None:
-        raise ValueError(f"codec_id: expected 1-64 printable ASCII characters, got {codec_id!r}")
-    _check_instant("deposited_at", deposited_at)
-    if not isinstance(encrypted, bool):
-        raise TypeError(f"encrypted: expected bool, got {type(encrypted).__name__}")
-    wrap = _optional_bytes("key_wrap", key_wrap, limit=MAX_KEY_WRAP_BYTES)
-    if wrap is not None and not encrypted:
+    if not isinstance(receipt, ReceiptRecord):
+        raise TypeError(f"receipt: expected a ReceiptRecord, got {type(receipt).__name__}")
+    r = receipt
+    _check_int("size", r.size, low=0)
+    _check_int("n", r.n, low=1, high=255)
+    _check_int("m", r.m, low=1, high=r.n)
+    _check_int("segment_bytes", r.segment_bytes, low=1, high=2**31 - 1)
+    if not isinstance(r.codec_id, str) or _CODEC_ID.fullmatch(r.codec_id) is None:
+        raise ValueError(f"codec_id: expected 1-64 printable ASCII characters, got {r.codec_id!r}")
+    _check_instant("deposited_at", r.deposited_at)
+    if not isinstance(r.encrypted, bool):
+        raise TypeError(f"encrypted: expected bool, got {type(r.encrypted).__name__}")
+    wrap = _optional_bytes("key_wrap", r.key_wrap, limit=MAX_KEY_WRAP_BYTES)
+    if wrap is not None and not r.encrypted:
         raise ValueError("key_wrap: only an encrypted version has a key wrap")
     return {
-        "size": size,
-        "sha256": _exact_bytes("sha256", sha256, 32),
-        "fv_hash": _exact_bytes("fv_hash", fv_hash, 32),
-        "codec_id": codec_id,
-        "m": m,
-        "n": n,
-        "segment_bytes": segment_bytes,
-        "statement": _bounded_bytes("statement", statement, MAX_STATEMENT_BYTES),
-        "signature": _bounded_bytes("signature", signature, MAX_SIGNATURE_BYTES),
-        "deposited_at": deposited_at,
-        "encrypted": encrypted,
+        "size": r.size,
+        "sha256": _exact_bytes("sha256", r.sha256, 32),
+        "fv_hash": _exact_bytes("fv_hash", r.fv_hash, 32),
+        "codec_id": r.codec_id,
+        "m": r.m,
+        "n": r.n,
+        "segment_bytes": r.segment_bytes,
+        "statement": _bounded_bytes("statement", r.statement, MAX_STATEMENT_BYTES),
+        "signature": _bounded_bytes("signature", r.signature, MAX_SIGNATURE_BYTES),
+        "deposited_at": r.deposited_at,
+        "encrypted": r.encrypted,
         "key_wrap": wrap,
     }
 

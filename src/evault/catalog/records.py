@@ -22,6 +22,28 @@ class UserRecord:
 
 
 @dataclass(frozen=True)
+class ReceiptRecord:
+    """A version's receipt as the catalog records it (``Catalog.complete_deposit`` and
+    ``restore_version``): the exact signed ``statement`` and its ``signature``, the facts
+    repeated from the statement so that queries need not parse it, and the key wrap of an
+    encrypted version (not in the statement).  The catalog checks every field when it writes
+    one."""
+
+    size: int
+    sha256: bytes
+    fv_hash: bytes
+    codec_id: str
+    m: int
+    n: int
+    segment_bytes: int
+    statement: bytes
+    signature: bytes
+    deposited_at: datetime
+    encrypted: bool = False
+    key_wrap: bytes | None = None
+
+
+@dataclass(frozen=True)
 class VersionRecord:
     """One stored (or deleted) version of a document and its receipt.
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from evault.catalog.records import VersionRecord
+from evault.catalog.records import ReceiptRecord, VersionRecord
 from evault.errors import (
     BadNodeAnswer,
     BadRequestLength,
@@ -83,20 +83,26 @@ async def each_node(
     return out
 
 
-def receipt_facts(statement: Statement) -> dict[str, Any]:
-    """The facts the catalog keeps beside a receipt (``Catalog.complete_deposit`` and
-    ``restore_version`` keywords), read from the statement the receipt signs."""
-    return {
-        "size": statement.size,
-        "sha256": bytes.fromhex(statement.sha256),
-        "fv_hash": bytes.fromhex(statement.fv_hash),
-        "codec_id": statement.codec,
-        "m": statement.m,
-        "n": statement.n,
-        "segment_bytes": statement.segment_bytes,
-        "deposited_at": statement.deposited_at_datetime,
-        "encrypted": statement.encrypted,
-    }
+def receipt_record(
+    statement: Statement, statement_bytes: bytes, signature: bytes, key_wrap: bytes | None = None
+) -> ReceiptRecord:
+    """The receipt as the catalog records it (``Catalog.complete_deposit`` and
+    ``restore_version``): ``statement_bytes``, the exact bytes ``signature`` covers, and the
+    facts read from ``statement``, their parse."""
+    return ReceiptRecord(
+        size=statement.size,
+        sha256=bytes.fromhex(statement.sha256),
+        fv_hash=bytes.fromhex(statement.fv_hash),
+        codec_id=statement.codec,
+        m=statement.m,
+        n=statement.n,
+        segment_bytes=statement.segment_bytes,
+        statement=statement_bytes,
+        signature=signature,
+        deposited_at=statement.deposited_at_datetime,
+        encrypted=statement.encrypted,
+        key_wrap=key_wrap,
+    )
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -289,10 +295,7 @@ class DepositAttempt:
             p.owner,
             p.name,
             p.version,
-            statement=statement_bytes,
-            signature=signature,
-            key_wrap=key_wrap,
-            **receipt_facts(statement),
+            receipt_record(statement, statement_bytes, signature, key_wrap),
         )
         self.committed = True
         # The signers' FV hashes to the signed fv_hash (planner.check_deposit_answer): a later

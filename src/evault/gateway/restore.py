@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from evault.errors import BadName, EvaultError, InvalidSignature, NodeRejected, NotEnoughShares
-from evault.gateway.fanout import describe_failure, each_node, receipt_facts
+from evault.gateway.fanout import describe_failure, each_node, receipt_record
 from evault.gateway.service import VaultService, walk_listing
 from evault.protocol.node_api import WireShare, object_id
 from evault.protocol.statement import Statement
@@ -346,9 +346,7 @@ async def _write(
             st.owner,
             st.name,
             st.version,
-            statement=statement,
-            signature=signature,
-            **receipt_facts(st),
+            receipt_record(st, statement, signature),
         )
         if not result.restored:
             return False

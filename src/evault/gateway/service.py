@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
 
 from evault.catalog.names import canonical_user_id
-from evault.catalog.records import PendingVersion, RestoreResult, VersionRecord
+from evault.catalog.records import PendingVersion, ReceiptRecord, RestoreResult, VersionRecord
 from evault.config import ClusterParams, GatewayConfig
 from evault.errors import (
     BadNodeAnswer,
@@ -77,23 +77,7 @@ class CatalogPort(Protocol):
     def begin_deposit(self, owner: str, name: str) -> int: ...
 
     def complete_deposit(
-        self,
-        owner: str,
-        name: str,
-        version: int,
-        *,
-        size: int,
-        sha256: bytes,
-        fv_hash: bytes,
-        codec_id: str,
-        m: int,
-        n: int,
-        segment_bytes: int,
-        statement: bytes,
-        signature: bytes,
-        deposited_at: datetime,
-        encrypted: bool = False,
-        key_wrap: bytes | None = None,
+        self, owner: str, name: str, version: int, receipt: ReceiptRecord
     ) -> VersionRecord: ...
 
     def fail_deposit(self, owner: str, name: str, version: int, reason: str) -> None: ...
@@ -105,22 +89,7 @@ class CatalogPort(Protocol):
     def pending_versions(self, older_than: datetime | timedelta) -> list[PendingVersion]: ...
 
     def restore_version(
-        self,
-        owner: str,
-        name: str,
-        version: int,
-        *,
-        size: int,
-        sha256: bytes,
-        fv_hash: bytes,
-        codec_id: str,
-        m: int,
-        n: int,
-        segment_bytes: int,
-        statement: bytes,
-        signature: bytes,
-        deposited_at: datetime,
-        encrypted: bool = False,
+        self, owner: str, name: str, version: int, receipt: ReceiptRecord
     ) -> RestoreResult: ...
 
     def version_state(self, owner: str, name: str, version: int) -> str | None: ...
