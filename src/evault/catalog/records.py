@@ -43,33 +43,22 @@ class ReceiptRecord:
     key_wrap: bytes | None = None
 
 
-@dataclass(frozen=True)
-class VersionRecord:
-    """One stored (or deleted) version of a document and its receipt.
+@dataclass(frozen=True, kw_only=True)
+class VersionRecord(ReceiptRecord):
+    """One stored (or deleted) version of a document: its receipt (the fields of
+    :class:`ReceiptRecord`), whose version it is, and its state.
 
     ``statement`` is the exact byte string the threshold signature ``signature`` covers;
-    the other fields repeat facts from it so that queries need not parse it.
+    the other receipt fields repeat facts from it so that queries need not parse it.
     ``deposited_at`` is the time in the statement; ``completed_at`` is when the catalog
-    recorded the receipt.
+    recorded the receipt.  Built by keyword only.
     """
 
     owner: str
     name: str
     version: int
     state: VersionState
-    size: int
-    sha256: bytes
-    fv_hash: bytes
-    codec_id: str
-    m: int
-    n: int
-    segment_bytes: int
-    statement: bytes
-    signature: bytes
-    deposited_at: datetime
     completed_at: datetime
-    encrypted: bool = False
-    key_wrap: bytes | None = None
     deleted_at: datetime | None = None
 
 
