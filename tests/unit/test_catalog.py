@@ -800,6 +800,30 @@ def test_complete_deposit_rejects_bad_receipt_fields(
     assert [p.version for p in catalog.pending_versions(T0 + timedelta(days=1))] == [version]
 
 
+def test_a_receipt_must_be_a_receipt_record(catalog: Catalog) -> None:
+    """The old keyword form, or a plain mapping, is refused by name before anything is written."""
+    make_user(catalog)
+    version = catalog.begin_deposit("alice", "doc")
+    before = all_rows(catalog)
+    fields = receipt_fields(b"content")
+    with pytest.raises(TypeError, match="ReceiptRecord"):
+        catalog.complete_deposit("alice", "doc", version, fields)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="ReceiptRecord"):
+        catalog.restore_version("alice", "other", 1, fields)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        catalog.complete_deposit("alice", "doc", version, **fields)  # type: ignore[call-arg]
+    assert all_rows(catalog) == before
+    # A stored version's own record is a receipt record: it restores as it was.
+    record = catalog.complete_deposit("alice", "doc", version, ReceiptRecord(**fields))
+    assert catalog.restore_version("alice", "copy", 1, record).restored
+    copy = catalog.get_version("alice", "copy", 1)
+    assert (copy.statement, copy.signature, copy.sha256) == (
+        record.statement,
+        record.signature,
+        record.sha256,
+    )
+
+
 def test_concurrent_deposits_get_distinct_versions(backend: Backend, catalog: Catalog) -> None:
     # Two catalogs (as two gateway processes) and 8 threads racing on one new name.
     make_user(catalog)
