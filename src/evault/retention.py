@@ -84,6 +84,27 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
+def _class_body(body: str) -> str:
+    """A glob class body (without its brackets and '!') as a regex class body: ranges ``a-z``
+    kept, every character escaped, so that nothing in it reads as a regex set operation
+    (``--``, ``&&``, ``~~``, ``||``: a FutureWarning now, another meaning in a later Python) or
+    a nested class.  A '-' first, last or right after a range is a literal, as in fnmatch."""
+
+    def escaped(ch: str) -> str:
+        return "\\" + ch if ch in "\\]^-[&~|" else ch
+
+    items: list[str] = []
+    k = 0
+    while k < len(body):
+        if k + 2 < len(body) and body[k + 1] == "-":
+            items.append(f"{escaped(body[k])}-{escaped(body[k + 2])}")
+            k += 3
+        else:
+            items.append(escaped(body[k]))
+            k += 1
+    return "".join(items)
+
+
 def _segment_regex(segment: str, *, param: str, pattern: str) -> str:
     """Translate one ``/``-free glob segment into a regex that never matches ``/``."""
     out: list[str] = []
@@ -117,10 +138,8 @@ def _segment_regex(segment: str, *, param: str, pattern: str) -> str:
             negate = body[:1] in ("!", "^")
             if negate:
                 body = body[1:]
-            # Escape what Python's regex classes treat specially (set operations, nesting).
-            body = re.sub(r"([\\\[&~|])", r"\\\1", body)
             # A class must never match '/' even through a range such as '[+-0]'.
-            out.append(f"(?:(?!/)[{'^' if negate else ''}{body}])")
+            out.append(f"(?:(?!/)[{'^' if negate else ''}{_class_body(body)}])")
             i = j + 1
         else:
             out.append(re.escape(c))

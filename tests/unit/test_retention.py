@@ -313,6 +313,39 @@ def test_glob_semantics(pattern: str, name: str, expected: bool) -> None:
     assert Glob.parse(pattern).matches(name) is expected
 
 
+@pytest.mark.parametrize(
+    ("pattern", "matching", "not_matching"),
+    [
+        ("[+--]", ["+", ",", "-"], ["a", "."]),  # a range ending in '-'
+        ("[--0]", ["-", ".", "0"], ["+", "a"]),  # a range starting at '-'
+        ("[a-c-e]", ["a", "b", "c", "-", "e"], ["d", "f"]),  # '-' right after a range
+        ("[a&&b]", ["a", "&", "b"], ["c"]),
+        ("[~~x]", ["~", "x"], ["y"]),
+        ("[||]", ["|"], ["a"]),
+        ("[\\]", ["\\"], ["a"]),
+        ("[]a]", ["]", "a"], ["b"]),
+        ("[!--0]x", ["ax"], ["-x", ".x", "0x"]),
+    ],
+)
+def test_class_bodies_never_read_as_regex_set_operations(
+    pattern: str, matching: list[str], not_matching: list[str]
+) -> None:
+    """Python warns (FutureWarning) that '--', '&&', '~~' and '||' in a class may become set
+    operations; the translation escapes every character, keeping ranges, so none is there."""
+    import fnmatch
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        glob = Glob.parse(pattern)
+    for name in matching:
+        assert glob.matches(name), name
+        assert fnmatch.fnmatchcase(name, pattern), name
+    for name in not_matching:
+        assert not glob.matches(name), name
+        assert not fnmatch.fnmatchcase(name, pattern), name
+
+
 def test_directory_only_patterns() -> None:
     g = Glob.parse("obj/")
     assert g.dir_only and not g.anchored
