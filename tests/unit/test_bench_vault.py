@@ -114,6 +114,31 @@ def test_windows_of_long_operations_are_lengthened_to_a_few_per_client() -> None
     assert long.window_s(key, earlier) == 30.0
 
 
+def _finished(c: int, completed: int, window_s: float, partial: float = 0.0) -> PointResult:
+    outcome = Outcome(latencies_s=(0.2,) * completed, completed=completed, partial_ops=partial)
+    key = PointKey("default", "deposit", 10 * MIB, c)
+    return make_point_result(key, outcome, window_s, _cpu(), None)
+
+
+def test_one_client_points_with_few_operations_are_measured_again_for_enough() -> None:
+    plan = plan_bench(quick=False)
+    assert bench.ONE_CLIENT_MIN_SAMPLES == 50
+    # 12.3 deposits of 10 MiB in 3 s: 55 (50 and a tenth) need 13.42 s: 13.5 s.
+    assert plan.samples_window_s(_finished(1, 12, 3.0, partial=0.3)) == pytest.approx(13.5)
+    # Enough already, or not a one-client point: no second measurement.
+    assert plan.samples_window_s(_finished(1, 50, 3.0)) is None
+    assert plan.samples_window_s(_finished(4, 11, 3.8)) is None
+    # Slower than the cap allows: the cap; nothing finished at all: the cap too.
+    assert plan.samples_window_s(_finished(1, 2, 3.0)) == bench.FULL_MAX_WINDOW_S
+    assert plan.samples_window_s(_finished(1, 0, 3.0)) == bench.FULL_MAX_WINDOW_S
+    # Already measured at the cap: never again.
+    assert plan.samples_window_s(_finished(1, 2, bench.FULL_MAX_WINDOW_S)) is None
+    # --quick never measures again (its budget is 2 minutes); a --duration-s above the cap
+    # is the cap.
+    assert plan_bench(quick=True).samples_window_s(_finished(1, 4, 1.0)) is None
+    assert plan_bench(quick=False, duration_s=30.0).samples_window_s(_finished(1, 40, 30.0)) is None
+
+
 def test_report_names_the_points_whose_window_was_lengthened() -> None:
     meta = {"duration_s": 3.0}
     longer = make_point_result(
@@ -121,6 +146,7 @@ def test_report_names_the_points_whose_window_was_lengthened() -> None:
     )
     report = bench.markdown_report([*_fake_results(), longer], [], meta, {}, [])
     assert "Windows lengthened" in report
+    assert "C = 1: to 50 operations" in report
     assert "paper deposit 10 MiB C=16 10.6 s" in report
     assert "Windows lengthened" not in bench.markdown_report(_fake_results(), [], meta, {}, [])
 

@@ -98,6 +98,10 @@ OPS_PER_CLIENT: Final = 4
 #: ... up to this long (the full run's budget is 10 minutes; ``--quick``'s 2).
 FULL_MAX_WINDOW_S: Final = 20.0
 QUICK_MAX_WINDOW_S: Final = 3.0
+#: A one-client point (Figure 4's times) that finished fewer operations than this in its
+#: window is measured again in a window long enough for them (``BenchPlan.samples_window_s``),
+#: within the same cap: 3 s held a dozen 10 MiB deposits.
+ONE_CLIENT_MIN_SAMPLES: Final = 50
 #: Paper §3: "The retrieval rate exceeds one document per second until document sizes exceed
 #: 50 Kbytes" (1997, RS/6000 590 nodes, DB2 connection per request).
 PAPER_REFERENCE_PER_MIN: Final = 60.0
@@ -151,8 +155,9 @@ class BenchPlan:
     quick: bool
     #: A point during which other processes took more than CONTENDED_POINT_CORES is measured
     #: again (at most ``retries`` times, while the run has spent less than ``retry_budget_s``
-    #: in such second measurements), and the least disturbed attempt is kept: this machine is
-    #: shared.  The budget bounds the run: a busy neighbour adds at most that much.
+    #: in second measurements), and the least disturbed attempt is kept: this machine is
+    #: shared.  One-client points with too few operations (``samples_window_s``) draw on the
+    #: same budget.  It bounds the run: a busy neighbour or a slow phase adds at most that much.
     retries: int = 2
     retry_budget_s: float = 120.0
     #: ``[gateway] workers`` of the vaults measured: "auto" (one per core), as `evault init`
@@ -160,6 +165,8 @@ class BenchPlan:
     gateway_workers: int | str = "auto"
     #: the longest a window is lengthened to (``window_s``); never below ``duration_s``
     max_window_s: float = FULL_MAX_WINDOW_S
+    #: finished operations a one-client point should hold (``samples_window_s``); 0: any
+    one_client_min_samples: int = ONE_CLIENT_MIN_SAMPLES
 
     def window_s(self, key: PointKey, earlier: Sequence[PointResult]) -> float:
         """The window of point ``key``: ``duration_s``, or longer, up to ``max_window_s``, so
@@ -180,6 +187,28 @@ class BenchPlan:
         rate_per_s = max(below, key=lambda r: r.key.concurrency).ops_per_min / 60.0
         wanted = math.ceil(OPS_PER_CLIENT * key.concurrency / rate_per_s * 10) / 10  # 0.1 s
         return max(self.duration_s, min(wanted, self.max_window_s))
+
+    def samples_window_s(self, result: PointResult) -> float | None:
+        """The window to measure a one-client point again in, when ``result`` holds fewer than
+        ``one_client_min_samples`` finished operations (with a tenth to spare, at the rate it
+        measured; rounded up to a tenth of a second, at most ``max_window_s``); None when it
+        holds enough, is not a one-client point, or could not get longer."""
+        wanted_ops = self.one_client_min_samples
+        if result.key.concurrency != 1 or result.completed >= wanted_ops:
+            return None
+        cap = max(self.window_s_cap, result.window_s)
+        if result.ops <= 0:
+            wanted = cap
+        else:
+            per_s = result.ops / result.window_s
+            wanted = math.ceil(wanted_ops * 1.1 / per_s * 10) / 10
+        longer = min(wanted, cap)
+        return longer if longer > result.window_s + 1e-9 else None
+
+    @property
+    def window_s_cap(self) -> float:
+        """The longest window of the plan: ``max_window_s``, or ``duration_s`` if longer."""
+        return max(self.duration_s, self.max_window_s)
 
     def points(self, setting: VaultSetting) -> list[PointKey]:
         """Retrievals first (the catalog is then smallest), each size at every C."""
@@ -231,6 +260,7 @@ def plan_bench(
         retry_budget_s=20.0 if quick else 120.0,
         gateway_workers=gateway_workers,
         max_window_s=QUICK_MAX_WINDOW_S if quick else FULL_MAX_WINDOW_S,
+        one_client_min_samples=0 if quick else ONE_CLIENT_MIN_SAMPLES,
     )
 
 
@@ -934,8 +964,8 @@ def _window_line(results: Sequence[PointResult], meta: Mapping[str, Any]) -> lis
         return []
     return [
         "",
-        f"Windows lengthened to {OPS_PER_CLIENT} operations per client (at the rate of the "
-        "next lower C): "
+        f"Windows lengthened (C > 1: to {OPS_PER_CLIENT} operations per client at the rate of "
+        f"the next lower C; C = 1: to {ONE_CLIENT_MIN_SAMPLES} operations, for the times): "
         + ", ".join(
             f"{r.key.vault} {r.key.op} {size_label(r.key.size)} C={r.key.concurrency} "
             f"{r.window_s:.1f} s"
@@ -1425,6 +1455,27 @@ def _run_point(pool: Any, live: _Live, key: PointKey, work: Work, duration_s: fl
     )
 
 
+def _measure_in(
+    window_s: float,
+    *,
+    pool: Any,
+    live: _Live,
+    key: PointKey,
+    work: Work,
+    retries: int,
+    budget: RetryBudget,
+    on_retry: Callable[[float], None],
+) -> PointResult:
+    """Point ``key`` measured in a window of ``window_s`` (again while contended: see
+    ``measure_point``)."""
+    return measure_point(
+        functools.partial(_run_point, pool, live, key, work, window_s),
+        retries=retries,
+        budget=budget,
+        on_retry=on_retry,
+    )
+
+
 def _spy_starter(
     py_spy: str,
     live: _Live,
@@ -1552,13 +1603,26 @@ def run(
                         def again(busy: float, label: str = label) -> None:
                             say(f"{label}: other processes took {busy:.2f} cores, measuring again")
 
-                        window_s = plan.window_s(key, results)
-                        result = measure_point(
-                            functools.partial(_run_point, pool, live, key, work, window_s),
+                        measured = functools.partial(
+                            _measure_in,
+                            pool=pool,
+                            live=live,
+                            key=key,
+                            work=work,
                             retries=plan.retries,
                             budget=retry_budget,
                             on_retry=again,
                         )
+                        result = measured(plan.window_s(key, results))
+                        longer = plan.samples_window_s(result)
+                        if longer is not None and retry_budget.left_s > 0:
+                            say(
+                                f"{label}: {result.completed} operations in "
+                                f"{result.window_s:.1f} s, measuring again in {longer:.1f} s"
+                            )
+                            t0 = time.monotonic()
+                            result = measured(longer)
+                            retry_budget.left_s -= time.monotonic() - t0
                         results.append(result)
                         say(
                             f"{label}: {result.ops_per_min:,.0f}/min, "
