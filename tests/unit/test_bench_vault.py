@@ -145,9 +145,15 @@ def test_report_names_the_points_whose_window_was_lengthened() -> None:
         PointKey("paper", "deposit", 10 * MIB, 16), Outcome((1.0,), 40), 10.6, _cpu(), None
     )
     report = bench.markdown_report([*_fake_results(), longer], [], meta, {}, [])
-    assert "Windows lengthened" in report
-    assert "C = 1: to 50 operations" in report
+    assert "Windows lengthened (C > 1: to 4 operations per client" in report
+    assert "C = 1" not in report  # no one-client point was measured again
     assert "paper deposit 10 MiB C=16 10.6 s" in report
+    again = make_point_result(
+        PointKey("default", "deposit", 10 * MIB, 1), Outcome((0.2,) * 55, 55), 10.9, _cpu(), None
+    )
+    report = bench.markdown_report([*_fake_results(), longer, again], [], meta, {}, [])
+    assert "; C = 1: measured again for 50 operations): " in report
+    assert "default deposit 10 MiB C=1 10.9 s" in report
     assert "Windows lengthened" not in bench.markdown_report(_fake_results(), [], meta, {}, [])
 
 

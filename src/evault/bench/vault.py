@@ -962,10 +962,16 @@ def _window_line(results: Sequence[PointResult], meta: Mapping[str, Any]) -> lis
     longer = [r for r in results if r.window_s > base + 1e-9]
     if not longer:
         return []
+    rules = []
+    if any(r.key.concurrency > 1 for r in longer):
+        rules.append(
+            f"C > 1: to {OPS_PER_CLIENT} operations per client at the rate of the next lower C"
+        )
+    if any(r.key.concurrency == 1 for r in longer):
+        rules.append(f"C = 1: measured again for {ONE_CLIENT_MIN_SAMPLES} operations")
     return [
         "",
-        f"Windows lengthened (C > 1: to {OPS_PER_CLIENT} operations per client at the rate of "
-        f"the next lower C; C = 1: to {ONE_CLIENT_MIN_SAMPLES} operations, for the times): "
+        f"Windows lengthened ({'; '.join(rules)}): "
         + ", ".join(
             f"{r.key.vault} {r.key.op} {size_label(r.key.size)} C={r.key.concurrency} "
             f"{r.window_s:.1f} s"
