@@ -121,6 +121,11 @@ HOTSPOTS_SHOWN: Final = 12
 # --- the plan (pure) ---------------------------------------------------------------------------
 
 
+def _tenths_up(seconds: float) -> float:
+    """``seconds`` rounded up to a tenth of a second (the windows' granularity)."""
+    return math.ceil(seconds * 10) / 10
+
+
 @dataclass(frozen=True)
 class VaultSetting:
     """One vault to measure: its (n, m, k) and the concurrencies run on it."""
@@ -185,8 +190,8 @@ class BenchPlan:
         if not below:
             return self.duration_s
         rate_per_s = max(below, key=lambda r: r.key.concurrency).ops_per_min / 60.0
-        wanted = math.ceil(OPS_PER_CLIENT * key.concurrency / rate_per_s * 10) / 10  # 0.1 s
-        return max(self.duration_s, min(wanted, self.max_window_s))
+        wanted = _tenths_up(OPS_PER_CLIENT * key.concurrency / rate_per_s)
+        return min(max(self.duration_s, wanted), self.window_s_cap)
 
     def samples_window_s(self, result: PointResult) -> float | None:
         """The window to measure a one-client point again in, when ``result`` holds fewer than
@@ -201,7 +206,7 @@ class BenchPlan:
             wanted = cap
         else:
             per_s = result.ops / result.window_s
-            wanted = math.ceil(wanted_ops * 1.1 / per_s * 10) / 10
+            wanted = _tenths_up(wanted_ops * 1.1 / per_s)
         longer = min(wanted, cap)
         return longer if longer > result.window_s + 1e-9 else None
 
@@ -1413,9 +1418,19 @@ def contention(result: PointResult) -> float:
 
 @dataclass
 class RetryBudget:
-    """What a run may still spend measuring contended points again (see ``BenchPlan``)."""
+    """What a run may still spend measuring points again (see ``BenchPlan``)."""
 
     left_s: float
+
+    def charged(
+        self, measure: Callable[[], PointResult], clock: Callable[[], float] = time.monotonic
+    ) -> PointResult:
+        """``measure()``, its time taken from what is left."""
+        t0 = clock()
+        try:
+            return measure()
+        finally:
+            self.left_s -= clock() - t0
 
 
 def measure_point(
@@ -1436,9 +1451,7 @@ def measure_point(
         if busy <= CONTENDED_POINT_CORES or budget.left_s <= 0:
             break
         on_retry(busy)
-        t0 = clock()
-        again = measure()
-        budget.left_s -= clock() - t0
+        again = budget.charged(measure, clock)
         if contention(again) < busy:
             result = again
     return result
@@ -1626,9 +1639,7 @@ def run(
                                 f"{label}: {result.completed} operations in "
                                 f"{result.window_s:.1f} s, measuring again in {longer:.1f} s"
                             )
-                            t0 = time.monotonic()
-                            result = measured(longer)
-                            retry_budget.left_s -= time.monotonic() - t0
+                            result = retry_budget.charged(functools.partial(measured, longer))
                         results.append(result)
                         say(
                             f"{label}: {result.ops_per_min:,.0f}/min, "
